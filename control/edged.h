@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * edged.h - the daemon's objects: event handlers, listeners, flows, and
+ * the process-wide state. One concern per file:
+ *   loop.c      epoll, timer tick, signals
+ *   listener.c  bound sockets, accept
+ *   flow.c      a flow's life: ClientHello, connect, PROXY header,
+ *               hand-off, end of stream, close log line
+ *   relay.c     the userspace data paths (splice(2) and read/write)
+ *   sockmap.c   the kernel data path (BPF skeleton, maps, backpressure)
+ *   ctl.c       the control socket (edgectl)
+ *   main.c      options, start-up, shutdown
+ */
+#ifndef EDGE_EDGED_H
+#define EDGE_EDGED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "proxy.h"
+#include "tls.h"
+
+#define container_of(ptr, type, member)                                        \
+	((type *)((char *)(ptr) - offsetof(type, member)))
+
+struct handler {
+	void (*fn)(struct handler *h, uint32_t events);
+};
+
+struct list {
+	struct list *next, *prev;
+};
+
+static inline void list_init(struct list *l)
+{
+	l->next = l->prev = l;
+}
+
+static inline int list_empty(const struct list *l)
+{
+	return l->next == l;
+}
+
+static inline void list_add_tail(struct list *l, struct list *n)
+{
+	n->prev = l->prev;
+	n->next = l;
+	l->prev->next = n;
+	l->prev = n;
+}
+
+static inline void list_del(struct list *n)
+{
+	if (!n->next)
+		return;
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = NULL;
+}
+
+/* How a flow ended (the close log line's end=, edgectl stats). */
+enum end_cause {
+	END_NONE = 0,
+	END_CLIENT_CLOSED,
+	END_UPSTREAM_CLOSED,
+	END_CLIENT_RESET,
+	END_UPSTREAM_RESET,
+	END_CONNECT_FAILED,
+	END_CONNECT_TIMEOUT,
+	END_HELLO_TIMEOUT,
+	END_HELLO_ERROR,
+	END_NO_ROUTE,
+	END_IDLE_TIMEOUT,
+	END_HALF_CLOSED_TIMEOUT,
+	END_KILLED,
+	END_SHUTDOWN,
+	END_ERROR,
+	END__COUNT
+};
+const char *end_cause_str(int cause);
+
+enum path_kind { PATH_SOCKMAP = 0, PATH_SPLICE, PATH_COPY, PATH__COUNT };
+const char *path_str(int path);
+
+struct listener_stats {
+	uint64_t accepted;
+	uint64_t active;
+	uint64_t closed[END__COUNT];
+	uint64_t bytes_up, bytes_down;
+	uint64_t connect_failures;
+	uint64_t hello_failures;
+	uint64_t hello_timeouts;
+	uint64_t paths[PATH__COUNT];
+	uint64_t fallbacks;
+};
+
+struct listener_sock {
+	struct handler h;
+	struct listener *l;
+	int fd;
+	struct sockaddr_storage addr;
+};
+
+struct listener {
+	struct listener_cfg *cfg;
+	struct listener_sock socks[LISTENER_BINDS_MAX];
+	int nsocks;
+	struct listener_stats st;
+};
+
+/* One socket of a flow. */
+struct side {
+	struct handler h;
+	struct flow *f;
+	int fd;
+	int slot;        /* kernel path slot, -1 if none */
+	uint32_t events; /* epoll mask registered, or (uint32_t)-1 if not */
+	int fin;         /* the peer sent FIN (we read EOF) */
+	int shut;        /* we sent FIN (shutdown SHUT_WR) */
+	uint64_t base_sent; /* tcpi_bytes_acked + outq before we wrote */
+	struct sockaddr_storage peer;  /* remote address */
+	struct sockaddr_storage local; /* our address */
+};
+
+/*
+ * One direction of a flow: bytes read from src are written to dst.
+ * In the kernel (sockmap) or in userspace (splice or copy).
+ */
+struct dir {
+	struct side *src, *dst;
+	int mode;          /* enum path_kind */
+	int paused;        /* kernel: src deleted from sock_splice */
+	int to_user;       /* paused: continue in userspace once drained */
+	int done;          /* FIN propagated (dst shut) */
+	uint64_t injected; /* bytes userspace wrote to dst not from src */
+	uint64_t user_bytes; /* src bytes userspace moved (prefix, relay) */
+	/* userspace relay */
+	char *buf;
+	size_t buf_off, buf_len;
+	int pipe[2];
+	size_t pipe_len;
+};
+
+enum flow_state {
+	FS_HELLO,      /* reading the ClientHello */
+	FS_CONNECTING, /* connecting upstream */
+	FS_SENDING,    /* writing PROXY header + prefix upstream */
+	FS_RUNNING,    /* both directions moving */
+	FS_CLOSED,
+};
+
+struct flow {
+	uint64_t id;
+	struct listener *l;
+	int route; /* index in l->cfg->routes, -1 before routing */
+	struct side c, u;
+	struct dir up, down; /* up: client -> upstream */
+	int state;
+	int path; /* enum path_kind chosen at hand-off */
+	const char *reason; /* why not sockmap, or NULL */
+	char *reason_buf;
+	char sni[TLS_SNI_MAX];
+	int has_sni;
+	/* ClientHello bytes read, then PROXY header + those bytes to send */
+	uint8_t *pre;
+	size_t pre_len, pre_cap, pre_sent;
+	uint8_t hdr[PROXY_HDR_MAX];
+	size_t hdr_len;
+	int addr_idx; /* upstream address being tried */
+	int upstream_addr_set;
+	uint64_t start_ms, deadline_ms, end_ms, last_ms;
+	uint64_t half_closed_since;
+	int end;
+	struct list all;   /* edge.flows */
+	struct list watch; /* edge.watch: draining or paused */
+	int watched;
+};
+
+struct kpath; /* sockmap.c */
+
+struct edge {
+	struct edge_config *cfg;
+	int epfd;
+	struct listener *listeners;
+	int nlisteners;
+	struct list flows;
+	struct list watch;
+	struct list dead; /* closed flows, freed after the event batch */
+	uint64_t nflows;
+	uint64_t next_id;
+	uint64_t start_ms;
+	struct kpath *kp;   /* NULL: kernel path unavailable */
+	char kp_why[256];   /* why not */
+	int stopping;
+	int accept_paused_until;
+	uint64_t accept_resume_ms;
+	int fast_tick;
+	struct flow **slot_flow; /* slot -> flow */
+	int nslots;
+};
+
+extern struct edge edge;
+
+/* loop.c */
+int loop_add(int fd, uint32_t events, struct handler *h);
+int loop_mod(int fd, uint32_t events, struct handler *h);
+void loop_del(int fd);
+int loop_run(void);
+void loop_want_fast_tick(void);
+
+/* listener.c */
+int listeners_open(void);
+void listeners_close(void);
+void listeners_pause(int pause);
+
+/* flow.c */
+void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
+void flow_tick(uint64_t now);
+void flow_reap(void);
+void flow_close_all(int cause);
+void flow_kernel_event(int slot);
+struct flow *flow_find(uint64_t id);
+uint64_t flow_bytes_up(struct flow *f);
+uint64_t flow_bytes_down(struct flow *f);
+uint64_t flow_last_ms(struct flow *f);
+void flow_abort(struct flow *f, int cause, int reset);
+
+/* relay.c: move what is readable/writable; returns -errno on a socket error
+ * (the side that failed in *failed), 0 otherwise. */
+int relay_init(struct dir *d, int mode);
+int relay_pump(struct dir *d, struct side **failed);
+void relay_free(struct dir *d);
+int relay_has_pending(const struct dir *d);
+
+/* sockmap.c */
+int kpath_open(int slots, char *why, size_t whylen);
+void kpath_close(void);
+int kpath_splice(struct flow *f, char *why, size_t whylen);
+void kpath_unsplice(struct flow *f);
+uint64_t kpath_dir_bytes(int slot);
+uint64_t kpath_dir_last_ns(int slot);
+int kpath_backlog(struct dir *d, int64_t *backlog);
+int kpath_pause(struct dir *d);
+void kpath_set_limit(struct dir *d, uint64_t limit);
+uint64_t kpath_high(void);
+int kpath_ring_fd(void);
+void kpath_ring_consume(void);
+int sock_sent_total(int fd, uint64_t *sent);
+int sock_recv_total(int fd, uint64_t *recvd);
+int sock_tcp_state(int fd);
+int kpath_kick(int fd);
+
+/* ctl.c */
+int ctl_open(const char *path);
+void ctl_close(void);
+
+#endif

@@ -1,0 +1,947 @@
+// SPDX-License-Identifier: MIT
+/*
+ * flow.c - the life of one flow:
+ *
+ *   accept --(listener routes by SNI)--> HELLO --> CONNECTING --> SENDING
+ *          --(pass-through: at once)-------------^                   |
+ *                                                                    v
+ *        close log line <-- both directions done <-- RUNNING (kernel or
+ *                                                     userspace path)
+ *
+ * Pass-through listeners connect upstream the moment the client is
+ * accepted and never wait for client bytes: SMTP, IMAP and ManageSieve
+ * servers speak first. Client bytes that arrive meanwhile stay in the
+ * client socket's receive queue and are moved after the hand-off.
+ *
+ * End of stream, per direction src -> dst: src's FIN is passed on
+ * (shutdown(dst, SHUT_WR)) only after every byte before it has entered
+ * dst's send queue; the other direction keeps flowing. An error or RST
+ * on one socket resets the other.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/tcp.h>
+
+#include "edged.h"
+#include "log.h"
+
+#define NOT_REGISTERED ((uint32_t)-1)
+#define HELLO_BUF_MAX (TLS_HELLO_MAX * 2)
+
+static const char *const end_names[END__COUNT] = {
+	[END_NONE] = "none",
+	[END_CLIENT_CLOSED] = "client_closed",
+	[END_UPSTREAM_CLOSED] = "upstream_closed",
+	[END_CLIENT_RESET] = "client_reset",
+	[END_UPSTREAM_RESET] = "upstream_reset",
+	[END_CONNECT_FAILED] = "connect_failed",
+	[END_CONNECT_TIMEOUT] = "connect_timeout",
+	[END_HELLO_TIMEOUT] = "client_hello_timeout",
+	[END_HELLO_ERROR] = "client_hello_error",
+	[END_NO_ROUTE] = "no_route",
+	[END_IDLE_TIMEOUT] = "idle_timeout",
+	[END_HALF_CLOSED_TIMEOUT] = "half_closed_timeout",
+	[END_KILLED] = "killed",
+	[END_SHUTDOWN] = "shutdown",
+	[END_ERROR] = "error",
+};
+
+const char *end_cause_str(int cause)
+{
+	if (cause < 0 || cause >= END__COUNT)
+		return "error";
+	return end_names[cause];
+}
+
+const char *path_str(int path)
+{
+	switch (path) {
+	case PATH_SOCKMAP:
+		return "sockmap";
+	case PATH_SPLICE:
+		return "splice";
+	default:
+		return "copy";
+	}
+}
+
+static void side_event(struct handler *h, uint32_t events);
+static void flow_progress(struct flow *f);
+static void flow_free(struct flow *f);
+
+static void side_set_events(struct side *s, uint32_t want, int registered)
+{
+	if (s->fd < 0)
+		return;
+	if (!registered) {
+		if (s->events != NOT_REGISTERED) {
+			loop_del(s->fd);
+			s->events = NOT_REGISTERED;
+		}
+		return;
+	}
+	if (s->events == NOT_REGISTERED) {
+		if (!loop_add(s->fd, want, &s->h))
+			s->events = want;
+	} else if (s->events != want) {
+		if (!loop_mod(s->fd, want, &s->h))
+			s->events = want;
+	}
+}
+
+static struct dir *dir_from(struct flow *f, struct side *s)
+{
+	return s == &f->c ? &f->up : &f->down;
+}
+
+static struct dir *dir_to(struct flow *f, struct side *s)
+{
+	return s == &f->c ? &f->down : &f->up;
+}
+
+/* Recompute what each socket of a running flow must be watched for. */
+static void flow_update_events(struct flow *f)
+{
+	struct side *sides[2] = { &f->c, &f->u };
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		struct side *s = sides[i];
+		struct dir *out = dir_from(f, s), *in = dir_to(f, s);
+		uint32_t want = 0;
+
+		if (s->fin && in->done) {
+			/* Nothing more to learn from this socket. */
+			side_set_events(s, 0, 0);
+			continue;
+		}
+		if (!s->fin) {
+			if (out->mode == PATH_SOCKMAP)
+				want |= EPOLLRDHUP;
+			else if (!relay_has_pending(out))
+				want |= EPOLLIN | EPOLLRDHUP;
+		}
+		if (in->mode != PATH_SOCKMAP && relay_has_pending(in))
+			want |= EPOLLOUT;
+		side_set_events(s, want, 1);
+	}
+}
+
+static void watch(struct flow *f)
+{
+	if (f->watched)
+		return;
+	list_add_tail(&edge.watch, &f->watch);
+	f->watched = 1;
+	loop_want_fast_tick();
+}
+
+static void unwatch(struct flow *f)
+{
+	if (!f->watched)
+		return;
+	list_del(&f->watch);
+	f->watched = 0;
+}
+
+/* Bytes moved in the kernel (0 if never spliced) plus in userspace. */
+uint64_t flow_bytes_up(struct flow *f)
+{
+	return kpath_dir_bytes(f->c.slot) + f->up.user_bytes;
+}
+
+uint64_t flow_bytes_down(struct flow *f)
+{
+	return kpath_dir_bytes(f->u.slot) + f->down.user_bytes;
+}
+
+/* flow_last_ms - when a byte last moved, in now_ms() time. */
+uint64_t flow_last_ms(struct flow *f)
+{
+	uint64_t last = f->last_ms, now = now_ms();
+	int slots[2] = { f->c.slot, f->u.slot }, i;
+
+	for (i = 0; i < 2; i++) {
+		uint64_t ns = slots[i] >= 0 ? kpath_dir_last_ns(slots[i]) : 0;
+
+		if (ns && ns / 1000000ULL > last)
+			last = ns / 1000000ULL;
+	}
+	/* The kernel's clock may be a hair ahead of ours. */
+	return last > now ? now : last;
+}
+
+static void side_close(struct side *s, int reset)
+{
+	if (s->fd < 0)
+		return;
+	if (reset) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	side_set_events(s, 0, 0);
+	close(s->fd);
+	s->fd = -1;
+}
+
+static void flow_log(struct flow *f)
+{
+	char client[ADDR_STR_MAX], local[ADDR_STR_MAX], up[ADDR_STR_MAX];
+	const char *route = "-";
+
+	addr_str((struct sockaddr *)&f->c.peer, client, sizeof(client));
+	addr_str((struct sockaddr *)&f->c.local, local, sizeof(local));
+	if (f->upstream_addr_set)
+		addr_str((struct sockaddr *)&f->u.peer, up, sizeof(up));
+	else
+		snprintf(up, sizeof(up), "-");
+	if (f->route >= 0)
+		route = f->l->cfg->routes[f->route].name;
+	log_info("flow id=%llu listener=%s client=%s local=%s route=%s "
+		 "sni=%s upstream=%s path=%s duration_ms=%llu bytes_up=%llu "
+		 "bytes_down=%llu end=%s%s%s",
+		 (unsigned long long)f->id, f->l->cfg->name, client, local,
+		 route, f->has_sni ? f->sni : "-", up,
+		 f->state == FS_RUNNING || f->state == FS_CLOSED ?
+			 path_str(f->path) :
+			 "none",
+		 (unsigned long long)(now_ms() - f->start_ms),
+		 (unsigned long long)flow_bytes_up(f),
+		 (unsigned long long)flow_bytes_down(f), end_cause_str(f->end),
+		 f->reason ? " reason=" : "", f->reason ? f->reason : "");
+}
+
+static void flow_end(struct flow *f, int cause, int reset)
+{
+	struct listener_stats *st = &f->l->st;
+
+	if (f->state == FS_CLOSED)
+		return;
+	f->end = cause;
+	st->bytes_up += flow_bytes_up(f);
+	st->bytes_down += flow_bytes_down(f);
+	flow_log(f);
+	f->state = FS_CLOSED;
+	st->closed[cause]++;
+	st->active--;
+	/* Delete the plain HASH entries while the cookies are valid. */
+	kpath_unsplice(f);
+	side_close(&f->c, reset);
+	side_close(&f->u, reset);
+	flow_free(f);
+}
+
+void flow_abort(struct flow *f, int cause, int reset)
+{
+	flow_end(f, cause, reset);
+}
+
+/*
+ * flow_free - release a closed flow. The memory itself is freed by
+ * flow_reap() after the current batch of epoll events: the batch may still
+ * hold an event for the flow's other socket.
+ */
+static void flow_free(struct flow *f)
+{
+	unwatch(f);
+	list_del(&f->all);
+	relay_free(&f->up);
+	relay_free(&f->down);
+	free(f->pre);
+	f->pre = NULL;
+	edge.nflows--;
+	list_add_tail(&edge.dead, &f->all);
+}
+
+void flow_reap(void)
+{
+	while (!list_empty(&edge.dead)) {
+		struct flow *f = container_of(edge.dead.next, struct flow, all);
+
+		list_del(&f->all);
+		free(f->reason_buf);
+		free(f);
+	}
+}
+
+static int sock_error(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		return errno;
+	return err;
+}
+
+static void sock_tune(int fd)
+{
+	int one = 1;
+
+	/* Relay latency matters more than segment count. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+static void flow_set_reason(struct flow *f, const char *why)
+{
+	free(f->reason_buf);
+	f->reason_buf = strdup(why);
+	f->reason = f->reason_buf;
+}
+
+/* ---- hand-off ---- */
+
+static void flow_handoff(struct flow *f)
+{
+	struct listener_cfg *lc = f->l->cfg;
+	int dp = lc->datapath, user_mode = PATH_SPLICE, rc;
+	char why[256];
+
+	f->up.injected = f->hdr_len;
+	f->up.user_bytes = f->pre_len;
+	free(f->pre);
+	f->pre = NULL;
+	f->pre_cap = 0;
+	f->state = FS_RUNNING;
+	f->last_ms = now_ms();
+
+	if (dp == DP_COPY)
+		user_mode = PATH_COPY;
+	if ((dp == DP_AUTO || dp == DP_SOCKMAP) && edge.kp) {
+		rc = kpath_splice(f, why, sizeof(why));
+		if (rc == 0) {
+			f->up.mode = f->down.mode = PATH_SOCKMAP;
+			f->path = PATH_SOCKMAP;
+		} else if (rc == 1) {
+			/*
+			 * The client sent FIN between the two insertions:
+			 * upstream -> client runs in the kernel, the rest
+			 * of client -> upstream is relayed here.
+			 */
+			f->down.mode = PATH_SOCKMAP;
+			f->path = PATH_SPLICE;
+			flow_set_reason(f, why);
+			f->l->st.fallbacks++;
+			if (relay_init(&f->up, PATH_SPLICE)) {
+				flow_end(f, END_ERROR, 1);
+				return;
+			}
+		} else {
+			f->path = PATH_SPLICE;
+			flow_set_reason(f, why);
+			f->l->st.fallbacks++;
+		}
+	} else if (dp == DP_AUTO || dp == DP_SOCKMAP) {
+		f->path = PATH_SPLICE;
+		flow_set_reason(f, edge.kp_why);
+		f->l->st.fallbacks++;
+	} else {
+		f->path = user_mode;
+		flow_set_reason(f, dp == DP_COPY ? "datapath: copy configured" :
+						   "datapath: splice configured");
+	}
+	if (f->path != PATH_SOCKMAP && f->up.mode != PATH_SOCKMAP &&
+	    f->down.mode != PATH_SOCKMAP) {
+		if (relay_init(&f->up, f->path) ||
+		    relay_init(&f->down, f->path)) {
+			log_warn("flow %llu: cannot set up the relay",
+				 (unsigned long long)f->id);
+			flow_end(f, END_ERROR, 1);
+			return;
+		}
+	}
+	if (f->reason && (dp == DP_AUTO || dp == DP_SOCKMAP))
+		log_info("flow id=%llu path=%s reason=%s",
+			 (unsigned long long)f->id, path_str(f->path),
+			 f->reason);
+	f->l->st.paths[f->path]++;
+	flow_progress(f);
+}
+
+/* Write the PROXY header and the bytes read while routing upstream. */
+static void flow_send_prefix(struct flow *f)
+{
+	size_t total = f->hdr_len + f->pre_len;
+
+	while (f->pre_sent < total) {
+		struct iovec iov[2];
+		int n = 0;
+		ssize_t w;
+
+		if (f->pre_sent < f->hdr_len) {
+			iov[n].iov_base = f->hdr + f->pre_sent;
+			iov[n].iov_len = f->hdr_len - f->pre_sent;
+			n++;
+			if (f->pre_len) {
+				iov[n].iov_base = f->pre;
+				iov[n].iov_len = f->pre_len;
+				n++;
+			}
+		} else {
+			iov[n].iov_base = f->pre + (f->pre_sent - f->hdr_len);
+			iov[n].iov_len = total - f->pre_sent;
+			n++;
+		}
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+		w = sendmsg(f->u.fd, &mh, MSG_NOSIGNAL);
+		if (w == -1) {
+			if (errno == EAGAIN || errno == EINTR) {
+				side_set_events(&f->u, EPOLLOUT, 1);
+				return;
+			}
+			log_warn("flow %llu: writing to upstream",
+				 (unsigned long long)f->id);
+			flow_end(f, END_UPSTREAM_RESET, 1);
+			return;
+		}
+		f->pre_sent += (size_t)w;
+	}
+	flow_handoff(f);
+}
+
+/* ---- connect ---- */
+
+static void flow_connect_next(struct flow *f);
+
+static void flow_connected(struct flow *f)
+{
+	struct route *r = &f->l->cfg->routes[f->route];
+	socklen_t len = sizeof(f->u.local);
+	int err;
+
+	getsockname(f->u.fd, (struct sockaddr *)&f->u.local, &len);
+	addr_unmap(&f->u.local);
+	/* Before anything is written: the SYN counts in bytes_acked. */
+	err = sock_sent_total(f->u.fd, &f->u.base_sent);
+	if (err) {
+		flow_end(f, END_ERROR, 1);
+		return;
+	}
+	if (r->proxy != PROXY_NONE) {
+		int n = proxy_build(r->proxy, (struct sockaddr *)&f->c.peer,
+				    (struct sockaddr *)&f->c.local,
+				    f->has_sni ? f->sni : NULL, f->hdr,
+				    sizeof(f->hdr));
+		if (n < 0) {
+			log_warnx("flow %llu: cannot build the PROXY header",
+				  (unsigned long long)f->id);
+			flow_end(f, END_ERROR, 1);
+			return;
+		}
+		f->hdr_len = (size_t)n;
+	}
+	f->state = FS_SENDING;
+	side_set_events(&f->u, 0, 1);
+	flow_send_prefix(f);
+}
+
+static void flow_connect_next(struct flow *f)
+{
+	struct route *r = &f->l->cfg->routes[f->route];
+
+	while (f->addr_idx < r->naddrs) {
+		struct sockaddr_storage *a = &r->addrs[f->addr_idx];
+		int fd = socket(a->ss_family,
+				SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		char as[ADDR_STR_MAX];
+
+		if (fd == -1) {
+			log_warn("flow %llu: socket", (unsigned long long)f->id);
+			if (errno == EMFILE || errno == ENFILE)
+				break;
+			f->addr_idx++;
+			continue;
+		}
+		sock_tune(fd);
+		if (connect(fd, (struct sockaddr *)a,
+			    addr_len((struct sockaddr *)a)) == 0 ||
+		    errno == EINPROGRESS) {
+			f->u.fd = fd;
+			f->u.peer = *a;
+			f->upstream_addr_set = 1;
+			f->state = FS_CONNECTING;
+			side_set_events(&f->u, EPOLLOUT, 1);
+			return;
+		}
+		log_warn("flow %llu: connect to %s", (unsigned long long)f->id,
+			 addr_str((struct sockaddr *)a, as, sizeof(as)));
+		close(fd);
+		f->addr_idx++;
+	}
+	f->l->st.connect_failures++;
+	flow_end(f, END_CONNECT_FAILED, 0);
+}
+
+static void flow_start_connect(struct flow *f)
+{
+	f->deadline_ms = now_ms() + edge.cfg->connect_ms;
+	f->addr_idx = 0;
+	/* Client bytes wait in the kernel; watch only for errors. */
+	side_set_events(&f->c, 0, 1);
+	flow_connect_next(f);
+}
+
+static void flow_connect_event(struct flow *f, uint32_t events)
+{
+	char as[ADDR_STR_MAX];
+	int err;
+
+	if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		return;
+	err = sock_error(f->u.fd);
+	if (!err && (events & (EPOLLERR | EPOLLHUP)))
+		err = ECONNREFUSED;
+	if (!err) {
+		flow_connected(f);
+		return;
+	}
+	log_warnx("flow %llu: connect to %s: %s", (unsigned long long)f->id,
+		  addr_str((struct sockaddr *)&f->u.peer, as, sizeof(as)),
+		  strerror(err));
+	side_close(&f->u, 0);
+	f->upstream_addr_set = 0;
+	f->addr_idx++;
+	flow_connect_next(f);
+}
+
+/* ---- ClientHello ---- */
+
+static void flow_route(struct flow *f, int res)
+{
+	int ri;
+
+	ri = route_select(f->l->cfg, res == TLS_FOUND_SNI ? f->sni : NULL);
+	if (ri < 0) {
+		char client[ADDR_STR_MAX];
+
+		log_info("flow %llu: no route for sni=%s from %s",
+			 (unsigned long long)f->id, f->has_sni ? f->sni : "-",
+			 addr_str((struct sockaddr *)&f->c.peer, client,
+				  sizeof(client)));
+		flow_end(f, END_NO_ROUTE, 0);
+		return;
+	}
+	f->route = ri;
+	flow_start_connect(f);
+}
+
+static void flow_hello_event(struct flow *f, uint32_t events)
+{
+	size_t hello_end;
+	int res;
+
+	for (;;) {
+		if (f->pre_len == f->pre_cap) {
+			size_t ncap = f->pre_cap ? f->pre_cap * 2 : 4096;
+			uint8_t *p;
+
+			if (ncap > HELLO_BUF_MAX)
+				break;
+			p = realloc(f->pre, ncap);
+			if (!p) {
+				flow_end(f, END_ERROR, 1);
+				return;
+			}
+			f->pre = p;
+			f->pre_cap = ncap;
+		}
+		ssize_t n = recv(f->c.fd, f->pre + f->pre_len,
+				 f->pre_cap - f->pre_len, 0);
+		if (n == 0) {
+			f->c.fin = 1;
+			break;
+		}
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			flow_end(f, END_CLIENT_RESET, 1);
+			return;
+		}
+		f->pre_len += (size_t)n;
+	}
+	res = tls_sni_parse(f->pre, f->pre_len, f->sni, &hello_end);
+	switch (res) {
+	case TLS_FOUND_SNI:
+		f->has_sni = 1;
+		/* fall through */
+	case TLS_NO_SNI:
+	case TLS_NOT_TLS:
+		flow_route(f, res);
+		return;
+	case TLS_NEED_MORE:
+		if (f->pre_len < HELLO_BUF_MAX && !f->c.fin)
+			return;
+		res = f->c.fin ? TLS_MALFORMED : TLS_TOO_LARGE;
+		/* fall through */
+	default:
+		log_info("flow %llu: bad ClientHello (%s%s) after %zu bytes",
+			 (unsigned long long)f->id, tls_result_str(res),
+			 f->c.fin ? ", client closed" : "", f->pre_len);
+		f->l->st.hello_failures++;
+		flow_end(f, f->c.fin ? END_CLIENT_CLOSED : END_HELLO_ERROR, 0);
+		return;
+	}
+}
+
+/* ---- running ---- */
+
+/*
+ * dir_drained - has every byte src received entered dst's send queue?
+ * Returns 1, 0, or -errno.
+ */
+static int dir_drained(struct dir *d)
+{
+	uint64_t sent, recvd;
+	int err;
+
+	err = sock_sent_total(d->dst->fd, &sent);
+	if (!err)
+		err = sock_recv_total(d->src->fd, &recvd);
+	if (err)
+		return err;
+	sent -= d->dst->base_sent;
+	recvd -= 1; /* the FIN takes one sequence number */
+	return sent >= recvd + d->injected;
+}
+
+static void dir_finish(struct flow *f, struct dir *d)
+{
+	if (shutdown(d->dst->fd, SHUT_WR) == -1 && errno != ENOTCONN)
+		log_warn("flow %llu: shutdown", (unsigned long long)f->id);
+	d->dst->shut = 1;
+	d->done = 1;
+	if (!f->half_closed_since)
+		f->half_closed_since = now_ms();
+}
+
+static void flow_progress(struct flow *f)
+{
+	struct dir *dirs[2] = { &f->up, &f->down };
+	int i, need_watch = 0;
+
+	for (i = 0; i < 2; i++) {
+		struct dir *d = dirs[i];
+
+		if (d->done)
+			continue;
+		if (d->mode == PATH_SOCKMAP) {
+			if (d->paused)
+				need_watch = 1;
+			if (!d->src->fin)
+				continue;
+			int r = dir_drained(d);
+			if (r < 0) {
+				flow_end(f,
+					 d->dst == &f->u ? END_UPSTREAM_RESET :
+							   END_CLIENT_RESET,
+					 1);
+				return;
+			}
+			if (r)
+				dir_finish(f, d);
+			else
+				need_watch = 1;
+		} else if (d->src->fin && !relay_has_pending(d)) {
+			dir_finish(f, d);
+		}
+	}
+	if (f->up.done && f->down.done) {
+		flow_end(f, f->end ? f->end : END_CLIENT_CLOSED, 0);
+		return;
+	}
+	if (need_watch)
+		watch(f);
+	else
+		unwatch(f);
+	flow_update_events(f);
+}
+
+static void flow_running_event(struct flow *f, struct side *s,
+			       uint32_t events)
+{
+	struct dir *out = dir_from(f, s), *in = dir_to(f, s);
+	struct side *failed = NULL;
+	int err;
+
+	if (events & EPOLLERR || ((events & EPOLLHUP) && sock_error(s->fd))) {
+		flow_end(f, s == &f->c ? END_CLIENT_RESET : END_UPSTREAM_RESET,
+			 1);
+		return;
+	}
+	if (out->mode != PATH_SOCKMAP &&
+	    (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) {
+		int had_fin = s->fin;
+
+		err = relay_pump(out, &failed);
+		if (err)
+			goto fail;
+		if (!had_fin && s->fin && !f->end)
+			f->end = s == &f->c ? END_CLIENT_CLOSED :
+					      END_UPSTREAM_CLOSED;
+		f->last_ms = now_ms();
+	}
+	if (in->mode != PATH_SOCKMAP && (events & EPOLLOUT)) {
+		err = relay_pump(in, &failed);
+		if (err)
+			goto fail;
+		f->last_ms = now_ms();
+	}
+	if (out->mode == PATH_SOCKMAP && !s->fin &&
+	    (events & (EPOLLRDHUP | EPOLLHUP))) {
+		s->fin = 1;
+		if (!f->end)
+			f->end = s == &f->c ? END_CLIENT_CLOSED :
+					      END_UPSTREAM_CLOSED;
+	}
+	flow_progress(f);
+	return;
+fail:
+	flow_end(f, failed == &f->c ? END_CLIENT_RESET : END_UPSTREAM_RESET, 1);
+}
+
+static void side_event(struct handler *h, uint32_t events)
+{
+	struct side *s = container_of(h, struct side, h);
+	struct flow *f = s->f;
+
+	switch (f->state) {
+	case FS_HELLO:
+		if (events & EPOLLERR) {
+			flow_end(f, END_CLIENT_RESET, 1);
+			return;
+		}
+		flow_hello_event(f, events);
+		return;
+	case FS_CONNECTING:
+	case FS_SENDING:
+		if (s == &f->c) {
+			if (events & (EPOLLERR | EPOLLHUP))
+				flow_end(f, END_CLIENT_RESET, 1);
+			return;
+		}
+		if (f->state == FS_CONNECTING)
+			flow_connect_event(f, events);
+		else if (events & (EPOLLERR | EPOLLHUP))
+			flow_end(f, END_UPSTREAM_RESET, 1);
+		else
+			flow_send_prefix(f);
+		return;
+	case FS_RUNNING:
+		flow_running_event(f, s, events);
+		return;
+	default:
+		return;
+	}
+}
+
+void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
+{
+	struct flow *f = calloc(1, sizeof(*f));
+	socklen_t len;
+
+	if (!f) {
+		close(fd);
+		return;
+	}
+	f->id = ++edge.next_id;
+	f->l = l;
+	f->route = -1;
+	f->c.fd = fd;
+	f->u.fd = -1;
+	f->c.slot = f->u.slot = -1;
+	f->c.events = f->u.events = NOT_REGISTERED;
+	f->c.h.fn = side_event;
+	f->u.h.fn = side_event;
+	f->c.f = f->u.f = f;
+	f->up.src = &f->c;
+	f->up.dst = &f->u;
+	f->down.src = &f->u;
+	f->down.dst = &f->c;
+	f->up.pipe[0] = f->up.pipe[1] = -1;
+	f->down.pipe[0] = f->down.pipe[1] = -1;
+	f->up.mode = f->down.mode = PATH_COPY;
+	f->start_ms = f->last_ms = now_ms();
+	f->c.peer = *peer;
+	addr_unmap(&f->c.peer);
+	len = sizeof(f->c.local);
+	getsockname(fd, (struct sockaddr *)&f->c.local, &len);
+	addr_unmap(&f->c.local);
+	sock_tune(fd);
+	sock_sent_total(fd, &f->c.base_sent);
+	list_add_tail(&edge.flows, &f->all);
+	edge.nflows++;
+	l->st.accepted++;
+	l->st.active++;
+
+	if (l->cfg->sni_routing) {
+		f->state = FS_HELLO;
+		f->deadline_ms = f->start_ms + edge.cfg->client_hello_ms;
+		side_set_events(&f->c, EPOLLIN | EPOLLRDHUP, 1);
+		return;
+	}
+	f->route = l->cfg->default_route;
+	flow_start_connect(f);
+}
+
+/*
+ * A direction's redirected bytes passed its limit: measure what the kernel
+ * holds for it. Above the high mark (a quarter of limits.kernel_backlog)
+ * the direction leaves the kernel: its socket is taken out of sock_splice
+ * (TCP flow control then throttles the sender) and, once the queue has
+ * drained into the peer, the rest is relayed in userspace, where the
+ * socket buffers bound the memory.
+ */
+void flow_kernel_event(int slot)
+{
+	struct flow *f;
+	struct dir *d;
+	int64_t backlog;
+
+	if (slot < 0 || slot >= edge.nslots || !(f = edge.slot_flow[slot]))
+		return;
+	d = slot == f->c.slot ? &f->up : &f->down;
+	if (d->mode != PATH_SOCKMAP || d->paused || d->done)
+		return;
+	if (kpath_backlog(d, &backlog))
+		return;
+	if (backlog > (int64_t)kpath_high()) {
+		if (kpath_pause(d) == 0) {
+			d->to_user = 1;
+			log_debug("flow %llu: paused %s (%lld bytes queued)",
+				  (unsigned long long)f->id,
+				  d == &f->up ? "up" : "down",
+				  (long long)backlog);
+			watch(f);
+		}
+		return;
+	}
+	kpath_set_limit(d, kpath_dir_bytes(slot) +
+				   (kpath_high() - (uint64_t)(backlog > 0 ? backlog : 0)));
+}
+
+/*
+ * dir_to_user - move a paused kernel direction to the userspace relay.
+ * Only once the kernel queue is empty: bytes relayed here would otherwise
+ * overtake bytes still waiting in the peer's psock queue.
+ */
+static int dir_to_user(struct flow *f, struct dir *d)
+{
+	int err = relay_init(d, PATH_SPLICE);
+
+	if (err)
+		return err;
+	d->paused = 0;
+	d->to_user = 0;
+	/* In the kernel path fin meant "FIN seen"; the relay must read it. */
+	d->src->fin = 0;
+	log_debug("flow %llu: %s continues in userspace",
+		  (unsigned long long)f->id, d == &f->up ? "up" : "down");
+	return 0;
+}
+
+static void flow_watch_tick(struct flow *f)
+{
+	struct dir *dirs[2] = { &f->up, &f->down };
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		struct dir *d = dirs[i];
+		int64_t backlog;
+
+		if (!d->to_user || kpath_backlog(d, &backlog) || backlog > 0)
+			continue;
+		if (dir_to_user(f, d)) {
+			flow_end(f, END_ERROR, 1);
+			return;
+		}
+	}
+	flow_progress(f);
+}
+
+void flow_tick(uint64_t now)
+{
+	static uint64_t last_slow;
+	struct list *it, *next;
+
+	for (it = edge.watch.next; it != &edge.watch; it = next) {
+		next = it->next;
+		flow_watch_tick(container_of(it, struct flow, watch));
+	}
+	if (now - last_slow < 100)
+		return;
+	last_slow = now;
+	for (it = edge.flows.next; it != &edge.flows; it = next) {
+		struct flow *f = container_of(it, struct flow, all);
+		uint64_t last;
+
+		next = it->next;
+		switch (f->state) {
+		case FS_HELLO:
+			if (now >= f->deadline_ms) {
+				f->l->st.hello_timeouts++;
+				flow_end(f, END_HELLO_TIMEOUT, 0);
+			}
+			break;
+		case FS_CONNECTING:
+		case FS_SENDING:
+			if (now >= f->deadline_ms) {
+				f->l->st.connect_failures++;
+				flow_end(f, END_CONNECT_TIMEOUT, 0);
+			}
+			break;
+		case FS_RUNNING:
+			last = flow_last_ms(f);
+			if (last > now)
+				last = now;
+			if (edge.cfg->idle_ms && now - last >= edge.cfg->idle_ms) {
+				flow_end(f, END_IDLE_TIMEOUT, 0);
+				break;
+			}
+			if (edge.cfg->half_closed_ms &&
+			    (f->c.fin || f->u.fin)) {
+				uint64_t since = f->half_closed_since;
+
+				if (!since) /* a FIN seen, not yet passed on */
+					since = f->half_closed_since = now;
+				if (last > since)
+					since = last;
+				if (now - since >= edge.cfg->half_closed_ms)
+					flow_end(f, END_HALF_CLOSED_TIMEOUT, 1);
+			}
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+void flow_close_all(int cause)
+{
+	while (!list_empty(&edge.flows)) {
+		struct flow *f = container_of(edge.flows.next, struct flow, all);
+
+		flow_end(f, cause, 0);
+	}
+}
+
+struct flow *flow_find(uint64_t id)
+{
+	struct list *it;
+
+	for (it = edge.flows.next; it != &edge.flows; it = it->next) {
+		struct flow *f = container_of(it, struct flow, all);
+
+		if (f->id == id)
+			return f;
+	}
+	return NULL;
+}

@@ -136,9 +136,21 @@ static void flows_json(struct strbuf *sb)
 		sb_printf(sb, ",\"bytes_up\":%llu,\"bytes_down\":%llu",
 			  (unsigned long long)flow_bytes_up(f),
 			  (unsigned long long)flow_bytes_down(f));
-		if (f->state == FS_RUNNING)
-			sb_printf(sb, ",\"path_up\":\"%s\",\"path_down\":\"%s\"",
-				  path_str(f->up.mode), path_str(f->down.mode));
+		if (f->state == FS_RUNNING) {
+			int64_t q_up = 0, q_down = 0;
+
+			if (f->up.mode == PATH_SOCKMAP)
+				kpath_backlog(&f->up, &q_up);
+			if (f->down.mode == PATH_SOCKMAP)
+				kpath_backlog(&f->down, &q_down);
+			sb_printf(sb,
+				  ",\"path_up\":\"%s\",\"path_down\":\"%s\","
+				  "\"kernel_queued_up\":%lld,"
+				  "\"kernel_queued_down\":%lld",
+				  path_str(f->up.mode), path_str(f->down.mode),
+				  (long long)(q_up > 0 ? q_up : 0),
+				  (long long)(q_down > 0 ? q_down : 0));
+		}
 		if (f->reason) {
 			sb_printf(sb, ",\"reason\":");
 			sb_json_str(sb, f->reason);

@@ -206,13 +206,14 @@ static void flow_log(struct flow *f)
 	if (f->route >= 0)
 		route = f->l->cfg->routes[f->route].name;
 	log_info("flow id=%llu listener=%s client=%s local=%s route=%s "
-		 "sni=%s upstream=%s path=%s duration_ms=%llu bytes_up=%llu "
-		 "bytes_down=%llu end=%s%s%s",
+		 "sni=%s upstream=%s path=%s path_up=%s path_down=%s "
+		 "duration_ms=%llu bytes_up=%llu bytes_down=%llu end=%s%s%s",
 		 (unsigned long long)f->id, f->l->cfg->name, client, local,
 		 route, f->has_sni ? f->sni : "-", up,
 		 f->state == FS_RUNNING || f->state == FS_CLOSED ?
 			 path_str(f->path) :
 			 "none",
+		 path_str(f->up.mode), path_str(f->down.mode),
 		 (unsigned long long)(now_ms() - f->start_ms),
 		 (unsigned long long)flow_bytes_up(f),
 		 (unsigned long long)flow_bytes_down(f), end_cause_str(f->end),

@@ -178,9 +178,22 @@ static void cfg_err(struct loader *ld, int line, int col, const char *fmt, ...)
 	ld->nerr++;
 }
 
+/*
+ * pos_add - remember where @path is. A key is recorded first, then its
+ * value overwrites it: errors about a value point at the value.
+ */
 static void pos_add(struct loader *ld, const char *path, yaml_mark_t m)
 {
 	struct pos *p;
+	size_t i;
+
+	for (i = 0; i < ld->npos; i++) {
+		if (!strcmp(ld->pos[i].path, path)) {
+			ld->pos[i].line = (int)m.line + 1;
+			ld->pos[i].col = (int)m.column + 1;
+			return;
+		}
+	}
 
 	if (ld->npos == ld->cappos) {
 		size_t n = ld->cappos ? ld->cappos * 2 : 64;
@@ -226,6 +239,17 @@ static void pos_find(struct loader *ld, const char *path, int *line, int *col)
 		}
 		*cut = '\0';
 	}
+}
+
+/* pos_has - was @path itself seen in the file (not only a parent)? */
+static int pos_has(struct loader *ld, const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < ld->npos; i++)
+		if (!strcmp(ld->pos[i].path, path))
+			return 1;
+	return 0;
 }
 
 /* Which key set applies to the mapping at @path ("[N]" indices ignored). */
@@ -474,8 +498,9 @@ static int expand(struct loader *ld, char **s, const char *path)
 			continue;
 		}
 		const char *end = strchr(p + 2, '}');
-		char name[128], *dflt = NULL;
-		size_t n;
+		const char *sep, *dflt = NULL;
+		char name[128];
+		size_t n, dlen = 0;
 
 		if (!end) {
 			pos_find(ld, path, &line, &col);
@@ -483,17 +508,19 @@ static int expand(struct loader *ld, char **s, const char *path)
 			sb_free(&out);
 			return -EINVAL;
 		}
-		n = (size_t)(end - (p + 2));
+		/* The default is taken from the string itself: it may be
+		 * longer than name[]. */
+		sep = memmem(p + 2, (size_t)(end - (p + 2)), ":-", 2);
+		n = (size_t)((sep ? sep : end) - (p + 2));
+		if (sep) {
+			dflt = sep + 2;
+			dlen = (size_t)(end - dflt);
+		}
+		int valid = n > 0 && n < sizeof(name);
 		if (n >= sizeof(name))
 			n = sizeof(name) - 1;
 		memcpy(name, p + 2, n);
 		name[n] = '\0';
-		char *colon = strstr(name, ":-");
-		if (colon) {
-			*colon = '\0';
-			dflt = colon + 2;
-		}
-		int valid = name[0] != '\0';
 		for (char *c = name; *c; c++)
 			if (!isalnum((unsigned char)*c) && *c != '_')
 				valid = 0;
@@ -506,8 +533,11 @@ static int expand(struct loader *ld, char **s, const char *path)
 			return -EINVAL;
 		}
 		const char *val = getenv(name);
-		if (!val || (!*val && dflt))
-			val = dflt;
+		if ((!val || !*val) && dflt) {
+			sb_printf(&out, "%.*s", (int)dlen, dflt);
+			p = end + 1;
+			continue;
+		}
 		if (!val) {
 			pos_find(ld, path, &line, &col);
 			cfg_err(ld, line, col,
@@ -704,10 +734,11 @@ static void check_route(struct loader *ld, struct listener_cfg *l,
 		}
 	}
 
-	if (!rr->sni)
-		return;
 	snprintf(sub, sizeof(sub), "%s.sni", path);
-	if (rr->sni_count == 0) {
+	/* libcyaml leaves rr->sni NULL for "sni: []" */
+	if (!rr->sni && !pos_has(ld, sub))
+		return;
+	if (!rr->sni || rr->sni_count == 0) {
 		pos_find(ld, sub, &line, &col);
 		cfg_err(ld, line, col,
 			"empty sni list (leave 'sni' out for the default "
@@ -791,7 +822,7 @@ static void check_listener(struct loader *ld, struct edge_config *cfg,
 
 	snprintf(sub, sizeof(sub), "%s.bind", path);
 	if (!rl->bind || rl->bind_count == 0) {
-		pos_find(ld, rl->bind ? sub : path, &line, &col);
+		pos_find(ld, sub, &line, &col); /* "bind: []" is NULL too */
 		cfg_err(ld, line, col,
 			"listener needs 'bind': one or more host:port");
 	}
@@ -816,12 +847,15 @@ static void check_listener(struct loader *ld, struct edge_config *cfg,
 				rl->bind[i]);
 			continue;
 		}
-		for (int j = 0; j <= li; j++) {
+		int dup = 0;
+
+		for (int j = 0; j <= li && !dup; j++) {
 			struct listener_cfg *o = &cfg->listeners[j];
 
-			for (int k = 0; k < o->nbinds; k++) {
+			for (int k = 0; k < o->nbinds && !dup; k++) {
 				if (!memcmp(&o->binds[k], &l->binds[l->nbinds],
 					    sizeof(o->binds[k]))) {
+					dup = 1;
 					pos_find(ld, ipath, &line, &col);
 					cfg_err(ld, line, col,
 						"address '%s' is already bound "
@@ -830,7 +864,8 @@ static void check_listener(struct loader *ld, struct edge_config *cfg,
 				}
 			}
 		}
-		l->nbinds++;
+		if (!dup)
+			l->nbinds++;
 	}
 
 	if (rl->datapath) {
@@ -847,7 +882,7 @@ static void check_listener(struct loader *ld, struct edge_config *cfg,
 
 	snprintf(sub, sizeof(sub), "%s.routes", path);
 	if (!rl->routes || rl->routes_count == 0) {
-		pos_find(ld, rl->routes ? sub : path, &line, &col);
+		pos_find(ld, sub, &line, &col);
 		cfg_err(ld, line, col, "listener needs at least one route");
 		return;
 	}
@@ -856,8 +891,11 @@ static void check_listener(struct loader *ld, struct edge_config *cfg,
 		return;
 	l->nroutes = (int)rl->routes_count;
 	for (i = 0; i < rl->routes_count; i++) {
+		char spath[300];
+
 		check_route(ld, l, &rl->routes[i], (int)i, path);
-		if (rl->routes[i].sni)
+		snprintf(spath, sizeof(spath), "%s.routes[%u].sni", path, i);
+		if (rl->routes[i].sni || pos_has(ld, spath))
 			l->sni_routing = 1;
 		else if (l->default_route < 0)
 			l->default_route = (int)i;

@@ -17,7 +17,7 @@ override CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-tr
 LDLIBS_EDGED := -lbpf -lelf -lz -lcyaml -lyaml
 FUZZ_SECONDS ?= 60
 
-DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev clang llvm bpftool \
+DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev clang llvm bpftool libclang-rt-14-dev \
 	    pkg-config iproute2 python3 haproxy nginx-core libnginx-mod-stream python3-aiosmtpd \
 	    openssl curl gnutls-bin socat iperf3 iptables ethtool procps psmisc
 
@@ -80,10 +80,12 @@ $(BUILD)/test_%: tests/unit/test_%.c $(patsubst control/%.c,$(BUILD)/%.o,$(CORE_
 unit: $(UNIT_TESTS)
 	@rc=0; for t in $(UNIT_TESTS); do $$t tests/unit/data || rc=1; done; exit $$rc
 
+# ASan/UBSan build of everything; unit tests run under it, and
+# EDGE_BUILD=build-asan tests/run ... runs the daemon tests against it.
 asan:
-	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" all unit
+	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" all unit
 
-test: all $(UNIT_TESTS)
+test: all $(UNIT_TESTS) $(FUZZERS)
 	tests/run
 
 FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))

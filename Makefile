@@ -23,7 +23,7 @@ DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev c
 
 CORE_SRCS := control/log.c control/config.c control/proxy.c control/tls.c control/util.c
 EDGED_SRCS := $(CORE_SRCS) control/main.c control/loop.c control/listener.c control/flow.c \
-	      control/sockmap.c control/relay.c control/ctl.c
+	      control/sockmap.c control/relay.c control/ctl.c control/stats.c control/metrics.c
 EDGECTL_SRCS := control/edgectl.c
 
 .PHONY: all deps check-deps test unit asan fuzz bench clean format format-check
@@ -74,6 +74,7 @@ $(BUILD)/echo_check: tests/tools/echo_check.c | $(BUILD)
 
 # Unit tests: tests/unit/test_X.c links the pure objects (no root, no libbpf).
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
+FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
 $(BUILD)/test_%: tests/unit/test_%.c $(patsubst control/%.c,$(BUILD)/%.o,$(CORE_SRCS))
 	$(CC) $(CFLAGS) $^ -o $@ -lcyaml -lyaml
 
@@ -88,7 +89,6 @@ asan:
 test: all $(UNIT_TESTS) $(FUZZERS)
 	tests/run
 
-FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Icontrol $^ -o $@ -lcyaml -lyaml
 

@@ -12,6 +12,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,8 @@ struct raw_listener {
 
 struct raw_config {
 	char *control_socket;
+	char *control_socket_group;
+	char *metrics;
 	char *datapath;
 	struct raw_timeouts *timeouts;
 	struct raw_limits *limits;
@@ -118,6 +121,9 @@ static const cyaml_schema_value_t listener_entry = {
 
 static const cyaml_schema_field_t top_fields[] = {
 	STR_FIELD("control_socket", struct raw_config, control_socket),
+	STR_FIELD("control_socket_group", struct raw_config,
+		  control_socket_group),
+	STR_FIELD("metrics", struct raw_config, metrics),
 	STR_FIELD("datapath", struct raw_config, datapath),
 	CYAML_FIELD_MAPPING_PTR("timeouts",
 				CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -139,7 +145,9 @@ static const cyaml_schema_value_t top_schema = {
 /* ---- pass 1: positions, unknown and duplicate keys ---- */
 
 /* Keys allowed in each kind of mapping (must match the schema above). */
-static const char *const keys_top[] = { "control_socket", "datapath",
+static const char *const keys_top[] = { "control_socket",
+					"control_socket_group", "metrics",
+					"datapath",
 					"timeouts", "limits", "listeners",
 					NULL };
 static const char *const keys_timeouts[] = { "connect", "client_hello", "idle",
@@ -984,6 +992,7 @@ int config_load(const char *path, struct edge_config **out,
 	snprintf(cfg->control_socket, sizeof(cfg->control_socket), "%s",
 		 DEFAULT_CONTROL_SOCKET);
 	cfg->datapath = DP_AUTO;
+	cfg->control_gid = -1;
 	cfg->connect_ms = 5000;
 	cfg->client_hello_ms = 10000;
 	cfg->idle_ms = 3600 * 1000;
@@ -1005,6 +1014,33 @@ int config_load(const char *path, struct edge_config **out,
 			snprintf(cfg->control_socket,
 				 sizeof(cfg->control_socket), "%s",
 				 raw->control_socket);
+		}
+	}
+	if (raw->control_socket_group &&
+	    !expand(&ld, &raw->control_socket_group, "control_socket_group")) {
+		struct group *gr = getgrnam(raw->control_socket_group);
+		int line, col;
+
+		if (!gr) {
+			pos_find(&ld, "control_socket_group", &line, &col);
+			cfg_err(&ld, line, col, "no such group '%s'",
+				raw->control_socket_group);
+		} else {
+			cfg->control_gid = (long)gr->gr_gid;
+		}
+	}
+	if (raw->metrics && !expand(&ld, &raw->metrics, "metrics")) {
+		socklen_t len;
+		int line, col;
+
+		if (addr_parse(raw->metrics, &cfg->metrics_addr, &len)) {
+			pos_find(&ld, "metrics", &line, &col);
+			cfg_err(&ld, line, col,
+				"bad metrics address '%s' (IPv4:port or "
+				"[IPv6]:port)",
+				raw->metrics);
+		} else {
+			cfg->metrics = 1;
 		}
 	}
 	if (raw->datapath && !expand(&ld, &raw->datapath, "datapath") &&

@@ -54,6 +54,9 @@ struct listener_cfg {
 struct edge_config {
 	char path[1024];
 	char control_socket[108];
+	long control_gid; /* control_socket_group, or -1 */
+	int metrics;      /* metrics: serve Prometheus text at metrics_addr */
+	struct sockaddr_storage metrics_addr;
 	int datapath;
 	uint64_t connect_ms;
 	uint64_t client_hello_ms;

@@ -2,9 +2,9 @@
 /*
  * ctl.c - the control socket that edgectl talks to.
  *
- * Protocol: the client sends one request line ("flows", "flows json",
- * "stats json", "ping"); edged answers "ok\n" followed by the body, or
- * "error MESSAGE\n", and closes. The socket is created under umask 0117
+ * Protocol: the client sends one request line (see ctl_handle());
+ * edged answers "ok\n" followed by the body, or "error MESSAGE\n", and
+ * closes. The socket is created under umask 0117
  * (mode 0660). A malformed or oversized request gets an error line and a
  * close; it can never take the daemon down.
  */
@@ -40,7 +40,7 @@ static struct handler ctl_h;
 static int ctl_fd = -1, ctl_nclients;
 static char ctl_path[108];
 
-static const char *flow_state_str(struct flow *f)
+const char *flow_state_str(struct flow *f)
 {
 	switch (f->state) {
 	case FS_HELLO:
@@ -87,15 +87,105 @@ static void json_tcp(struct strbuf *sb, const char *key, int fd)
 		  (unsigned long long)ti.tcpi_bytes_received);
 }
 
-static void flows_json(struct strbuf *sb)
-{
-	uint64_t now = now_ms();
-	struct list *it;
-	int first = 1;
+struct flow_query {
+	int json;
+	int sort; /* 0 age (oldest first), 1 bytes (most first), 2 idle */
+	const char *listener;
+	const char *client;
+};
 
-	sb_printf(sb, "[");
+static uint64_t flow_idle(struct flow *f, uint64_t now)
+{
+	uint64_t last = flow_last_ms(f);
+
+	return last < now ? now - last : 0;
+}
+
+static int flow_matches(struct flow *f, const struct flow_query *q)
+{
+	char a[ADDR_STR_MAX];
+	size_t n;
+
+	if (q->listener && strcmp(q->listener, f->l->cfg->name))
+		return 0;
+	if (!q->client)
+		return 1;
+	addr_str((struct sockaddr *)&f->c.peer, a, sizeof(a));
+	if (!strcmp(a, q->client))
+		return 1;
+	/* An address without port: "192.0.2.1", "::1" or "[::1]". */
+	n = strlen(q->client);
+	if (a[0] == '[')
+		return (!strncmp(a + 1, q->client, n) && a[1 + n] == ']') ||
+		       (!strncmp(a, q->client, n) && q->client[n - 1] == ']' &&
+			a[n] == ':');
+	return !strncmp(a, q->client, n) && a[n] == ':';
+}
+
+static uint64_t sort_now;
+static int sort_kind;
+
+static int flow_cmp(const void *pa, const void *pb)
+{
+	struct flow *a = *(struct flow *const *)pa, *b = *(struct flow *const *)pb;
+	uint64_t ka, kb;
+
+	switch (sort_kind) {
+	case 1:
+		ka = flow_bytes_up(a) + flow_bytes_down(a);
+		kb = flow_bytes_up(b) + flow_bytes_down(b);
+		return ka < kb ? 1 : ka > kb ? -1 : 0;
+	case 2:
+		ka = flow_idle(a, sort_now);
+		kb = flow_idle(b, sort_now);
+		return ka < kb ? 1 : ka > kb ? -1 : 0;
+	default:
+		return a->start_ms < b->start_ms ? -1 : a->start_ms > b->start_ms;
+	}
+}
+
+/* flows_select - the flows matching @q, sorted; NULL when there are none. */
+static struct flow **flows_select(const struct flow_query *q, size_t *n)
+{
+	struct flow **v = NULL;
+	struct list *it;
+	size_t cap = 0;
+
+	*n = 0;
 	for (it = edge.flows.next; it != &edge.flows; it = it->next) {
 		struct flow *f = container_of(it, struct flow, all);
+
+		if (!flow_matches(f, q))
+			continue;
+		if (*n == cap) {
+			struct flow **nv;
+
+			cap = cap ? cap * 2 : 64;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[(*n)++] = f;
+	}
+	sort_now = now_ms();
+	sort_kind = q->sort;
+	if (*n > 1)
+		qsort(v, *n, sizeof(*v), flow_cmp);
+	return v;
+}
+
+static void flows_json(struct strbuf *sb, const struct flow_query *q)
+{
+	uint64_t now = now_ms();
+	struct flow **v;
+	size_t i, n;
+	int first = 1;
+
+	v = flows_select(q, &n);
+	sb_printf(sb, "[");
+	for (i = 0; i < n; i++) {
+		struct flow *f = v[i];
 		char a[ADDR_STR_MAX];
 		struct route *r = f->route >= 0 ? &f->l->cfg->routes[f->route] :
 						  NULL;
@@ -131,8 +221,7 @@ static void flows_json(struct strbuf *sb)
 		sb_json_str(sb, r ? r->name : NULL);
 		sb_printf(sb, ",\"age_ms\":%llu,\"idle_ms\":%llu",
 			  (unsigned long long)(now - f->start_ms),
-			  (unsigned long long)(now - (flow_last_ms(f) < now ?
-							    flow_last_ms(f) : now)));
+			  (unsigned long long)flow_idle(f, now));
 		sb_printf(sb, ",\"bytes_up\":%llu,\"bytes_down\":%llu",
 			  (unsigned long long)flow_bytes_up(f),
 			  (unsigned long long)flow_bytes_down(f));
@@ -160,6 +249,7 @@ static void flows_json(struct strbuf *sb)
 		sb_printf(sb, "}");
 	}
 	sb_printf(sb, "%s]\n", first ? "" : "\n");
+	free(v);
 }
 
 static void human_bytes(char *buf, size_t len, uint64_t v)
@@ -174,16 +264,19 @@ static void human_bytes(char *buf, size_t len, uint64_t v)
 		snprintf(buf, len, "%lluG", (unsigned long long)(v >> 30));
 }
 
-static void flows_table(struct strbuf *sb)
+/* One line per flow, 79 columns; addresses are cut to fit. */
+static void flows_table(struct strbuf *sb, const struct flow_query *q)
 {
 	uint64_t now = now_ms();
-	struct list *it;
+	struct flow **v;
+	size_t i, n;
 
-	sb_printf(sb, "%-6s %-8s %-21s %-21s %-7s %6s %5s %5s\n", "ID",
+	v = flows_select(q, &n);
+	sb_printf(sb, "%-5s %-8s %-21s %-17s %-7s %5s %5s %5s\n", "ID",
 		  "LISTENER", "CLIENT", "UPSTREAM", "PATH", "AGE", "UP",
 		  "DOWN");
-	for (it = edge.flows.next; it != &edge.flows; it = it->next) {
-		struct flow *f = container_of(it, struct flow, all);
+	for (i = 0; i < n; i++) {
+		struct flow *f = v[i];
 		char c[ADDR_STR_MAX], u[ADDR_STR_MAX], up[16], down[16];
 		char age[16];
 		uint64_t a = (now - f->start_ms) / 1000;
@@ -195,68 +288,21 @@ static void flows_table(struct strbuf *sb)
 			snprintf(u, sizeof(u), "-");
 		human_bytes(up, sizeof(up), flow_bytes_up(f));
 		human_bytes(down, sizeof(down), flow_bytes_down(f));
-		if (a < 3600)
-			snprintf(age, sizeof(age), "%llum%02llus",
-				 (unsigned long long)(a / 60),
-				 (unsigned long long)(a % 60));
+		if (a < 100)
+			snprintf(age, sizeof(age), "%llus", (unsigned long long)a);
+		else if (a < 6000)
+			snprintf(age, sizeof(age), "%llum", (unsigned long long)(a / 60));
+		else if (a < 360000)
+			snprintf(age, sizeof(age), "%lluh", (unsigned long long)(a / 3600));
 		else
-			snprintf(age, sizeof(age), "%lluh%02llum",
-				 (unsigned long long)(a / 3600),
-				 (unsigned long long)(a / 60 % 60));
-		sb_printf(sb, "%-6llu %-8.8s %-21.21s %-21.21s %-7s %6s %5s %5s\n",
+			snprintf(age, sizeof(age), "%llud", (unsigned long long)(a / 86400));
+		sb_printf(sb, "%-5llu %-8.8s %-21.21s %-17.17s %-7.7s %5s %5s %5s\n",
 			  (unsigned long long)f->id, f->l->cfg->name, c, u,
 			  f->state == FS_RUNNING ? path_str(f->path) :
 						   flow_state_str(f),
 			  age, up, down);
 	}
-}
-
-static void stats_json(struct strbuf *sb)
-{
-	int i, k;
-
-	sb_printf(sb, "{\"uptime_ms\":%llu,\"flows\":%llu,\"kernel_path\":",
-		  (unsigned long long)(now_ms() - edge.start_ms),
-		  (unsigned long long)edge.nflows);
-	if (edge.kp)
-		sb_printf(sb, "{\"loaded\":true}");
-	else {
-		sb_printf(sb, "{\"loaded\":false,\"reason\":");
-		sb_json_str(sb, edge.kp_why);
-		sb_printf(sb, "}");
-	}
-	sb_printf(sb, ",\"listeners\":[");
-	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener *l = &edge.listeners[i];
-		struct listener_stats *st = &l->st;
-
-		sb_printf(sb, "%s{\"name\":", i ? "," : "");
-		sb_json_str(sb, l->cfg->name);
-		sb_printf(sb,
-			  ",\"accepted\":%llu,\"active\":%llu,"
-			  "\"bytes_up\":%llu,\"bytes_down\":%llu,"
-			  "\"connect_failures\":%llu,\"hello_failures\":%llu,"
-			  "\"hello_timeouts\":%llu,\"fallbacks\":%llu,"
-			  "\"paths\":{\"sockmap\":%llu,\"splice\":%llu,"
-			  "\"copy\":%llu},\"closed\":{",
-			  (unsigned long long)st->accepted,
-			  (unsigned long long)st->active,
-			  (unsigned long long)st->bytes_up,
-			  (unsigned long long)st->bytes_down,
-			  (unsigned long long)st->connect_failures,
-			  (unsigned long long)st->hello_failures,
-			  (unsigned long long)st->hello_timeouts,
-			  (unsigned long long)st->fallbacks,
-			  (unsigned long long)st->paths[PATH_SOCKMAP],
-			  (unsigned long long)st->paths[PATH_SPLICE],
-			  (unsigned long long)st->paths[PATH_COPY]);
-		for (k = 1; k < END__COUNT; k++)
-			sb_printf(sb, "%s\"%s\":%llu", k > 1 ? "," : "",
-				  end_cause_str(k),
-				  (unsigned long long)st->closed[k]);
-		sb_printf(sb, "}}");
-	}
-	sb_printf(sb, "]}\n");
+	free(v);
 }
 
 static void ctl_client_free(struct ctl_client *cc)
@@ -268,22 +314,185 @@ static void ctl_client_free(struct ctl_client *cc)
 	ctl_nclients--;
 }
 
+/* route LISTENER [SNI]: what a new connection would get, no connect. */
+static void route_explain(struct strbuf *sb, const char *name, const char *sni,
+			  int json)
+{
+	struct listener_cfg *lc = NULL;
+	char norm[TLS_SNI_MAX];
+	struct route *r;
+	int i, ri;
+
+	for (i = 0; i < edge.nlisteners; i++)
+		if (!strcmp(edge.listeners[i].cfg->name, name))
+			lc = edge.listeners[i].cfg;
+	if (!lc) {
+		sb_printf(sb, "error no listener named '%s'\n", name);
+		return;
+	}
+	if (sni) {
+		size_t n;
+
+		snprintf(norm, sizeof(norm), "%s", sni);
+		for (char *c = norm; *c; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				*c = (char)(*c - 'A' + 'a');
+		n = strlen(norm);
+		if (n && norm[n - 1] == '.')
+			norm[n - 1] = '\0';
+		sni = norm;
+	}
+	ri = lc->sni_routing ? route_select(lc, sni) : lc->default_route;
+	sb_printf(sb, "ok\n");
+	if (ri < 0) {
+		if (json) {
+			sb_printf(sb, "{\"listener\":");
+			sb_json_str(sb, lc->name);
+			sb_printf(sb, ",\"sni\":");
+			sb_json_str(sb, sni);
+			sb_printf(sb, ",\"route\":null,\"action\":\"close\"}\n");
+		} else {
+			sb_printf(sb, "listener %s, sni %s: no route matches and "
+				      "there is no default: the connection is closed\n",
+				  lc->name, sni ? sni : "(none)");
+		}
+		return;
+	}
+	r = &lc->routes[ri];
+	if (json) {
+		sb_printf(sb, "{\"listener\":");
+		sb_json_str(sb, lc->name);
+		sb_printf(sb, ",\"sni\":");
+		sb_json_str(sb, sni);
+		sb_printf(sb, ",\"reads_client_hello\":%s,\"route\":",
+			  lc->sni_routing ? "true" : "false");
+		sb_json_str(sb, r->name);
+		sb_printf(sb, ",\"default\":%s,\"upstream\":",
+			  ri == lc->default_route ? "true" : "false");
+		sb_json_str(sb, r->upstream);
+		sb_printf(sb, ",\"addresses\":[");
+		for (i = 0; i < r->naddrs; i++) {
+			char a[ADDR_STR_MAX];
+
+			sb_printf(sb, "%s\"%s\"", i ? "," : "",
+				  addr_str((struct sockaddr *)&r->addrs[i], a,
+					   sizeof(a)));
+		}
+		sb_printf(sb, "],\"proxy_protocol\":\"%s\",\"authority_tlv\":%s,"
+			      "\"datapath\":\"%s\"}\n",
+			  proxy_version_str(r->proxy),
+			  r->proxy == PROXY_V2 && sni ? "true" : "false",
+			  datapath_str(lc->datapath));
+		return;
+	}
+	sb_printf(sb, "listener:       %s (%s)\n", lc->name,
+		  lc->sni_routing ? "routes by SNI" : "pass-through, connects at accept");
+	sb_printf(sb, "sni:            %s\n", sni ? sni : "(none)");
+	sb_printf(sb, "route:          %s%s\n", r->name,
+		  ri == lc->default_route ? " (default)" : "");
+	sb_printf(sb, "upstream:       %s\n", r->upstream);
+	for (i = 0; i < r->naddrs; i++) {
+		char a[ADDR_STR_MAX];
+
+		sb_printf(sb, "  address %d:    %s\n", i + 1,
+			  addr_str((struct sockaddr *)&r->addrs[i], a, sizeof(a)));
+	}
+	sb_printf(sb, "proxy_protocol: %s%s\n", proxy_version_str(r->proxy),
+		  r->proxy == PROXY_V2 && sni ? " (with AUTHORITY TLV = sni)" : "");
+	sb_printf(sb, "datapath:       %s\n", datapath_str(lc->datapath));
+}
+
+static void kill_flow(struct strbuf *sb, const char *id_s, int reset)
+{
+	char *end;
+	unsigned long long id;
+	struct flow *f;
+
+	errno = 0;
+	id = strtoull(id_s, &end, 10);
+	if (errno || *end || !*id_s) {
+		sb_printf(sb, "error bad flow id '%s'\n", id_s);
+		return;
+	}
+	f = flow_find(id);
+	if (!f) {
+		sb_printf(sb, "error no flow with id %llu\n", id);
+		return;
+	}
+	flow_kill(f, reset);
+	sb_printf(sb, "ok\nflow %llu %s\n", id, reset ? "reset" : "closing");
+}
+
+/*
+ * Requests: one line of space-separated words.
+ *   flows [json] [sort=age|bytes|idle] [listener=NAME] [client=ADDR]
+ *   stats | kill ID [reset] | route LISTENER [SNI] [json] | ping
+ */
 static void ctl_handle(struct ctl_client *cc)
 {
-	char *req = cc->req, *nl = memchr(req, '\n', cc->req_len);
+	char *req = cc->req, *nl = memchr(req, '\n', cc->req_len), *save;
+	char *argv[8];
+	int argc = 0, json = 0, i;
 
 	if (nl)
 		*nl = '\0';
-	if (!strcmp(req, "flows")) {
+	for (char *t = strtok_r(req, " ", &save); t && argc < 8;
+	     t = strtok_r(NULL, " ", &save)) {
+		if (!strcmp(t, "json"))
+			json = 1;
+		else
+			argv[argc++] = t;
+	}
+	if (argc == 0) {
+		sb_printf(&cc->out, "error empty request\n");
+	} else if (!strcmp(argv[0], "flows")) {
+		struct flow_query q = { .json = json };
+		int bad = 0;
+
+		for (i = 1; i < argc; i++) {
+			if (!strncmp(argv[i], "sort=", 5)) {
+				const char *k = argv[i] + 5;
+
+				if (!strcmp(k, "age"))
+					q.sort = 0;
+				else if (!strcmp(k, "bytes"))
+					q.sort = 1;
+				else if (!strcmp(k, "idle"))
+					q.sort = 2;
+				else
+					bad = 1;
+			} else if (!strncmp(argv[i], "listener=", 9)) {
+				q.listener = argv[i] + 9;
+			} else if (!strncmp(argv[i], "client=", 7)) {
+				q.client = argv[i] + 7;
+			} else {
+				bad = 1;
+			}
+		}
+		if (bad) {
+			sb_printf(&cc->out, "error bad flows option (sort=age|bytes|idle, "
+					    "listener=NAME, client=ADDR)\n");
+		} else {
+			sb_printf(&cc->out, "ok\n");
+			if (json)
+				flows_json(&cc->out, &q);
+			else
+				flows_table(&cc->out, &q);
+		}
+	} else if (!strcmp(argv[0], "stats") && argc == 1) {
 		sb_printf(&cc->out, "ok\n");
-		flows_table(&cc->out);
-	} else if (!strcmp(req, "flows json")) {
-		sb_printf(&cc->out, "ok\n");
-		flows_json(&cc->out);
-	} else if (!strcmp(req, "stats json") || !strcmp(req, "stats")) {
-		sb_printf(&cc->out, "ok\n");
-		stats_json(&cc->out);
-	} else if (!strcmp(req, "ping")) {
+		if (json)
+			stats_json(&cc->out);
+		else
+			stats_text(&cc->out);
+	} else if (!strcmp(argv[0], "kill") && (argc == 2 || argc == 3)) {
+		if (argc == 3 && strcmp(argv[2], "reset"))
+			sb_printf(&cc->out, "error usage: kill ID [reset]\n");
+		else
+			kill_flow(&cc->out, argv[1], argc == 3);
+	} else if (!strcmp(argv[0], "route") && (argc == 2 || argc == 3)) {
+		route_explain(&cc->out, argv[1], argc == 3 ? argv[2] : NULL, json);
+	} else if (!strcmp(argv[0], "ping") && argc == 1) {
 		sb_printf(&cc->out, "ok\npong\n");
 	} else {
 		sb_printf(&cc->out, "error unknown request\n");
@@ -372,7 +581,7 @@ static void mkdir_parent(const char *path)
 	mkdir(dir, 0755);
 }
 
-int ctl_open(const char *path)
+int ctl_open(const char *path, long gid)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	mode_t old;
@@ -401,6 +610,8 @@ int ctl_open(const char *path)
 		close(fd);
 		return err;
 	}
+	if (gid >= 0 && chown(path, (uid_t)-1, (gid_t)gid) == -1)
+		log_warn("control socket %s: chown to group %ld", path, gid);
 	chmod(path, 0660);
 	ctl_fd = fd;
 	ctl_h.fn = ctl_accept;

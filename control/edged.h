@@ -108,6 +108,7 @@ struct listener {
 	struct listener_sock socks[LISTENER_BINDS_MAX];
 	int nsocks;
 	struct listener_stats st;
+	struct listener_stats *route_st; /* per route (accepted = routed) */
 };
 
 /* One socket of a flow. */
@@ -176,6 +177,7 @@ struct flow {
 	struct list all;   /* edge.flows */
 	struct list watch; /* edge.watch: draining or paused */
 	int watched;
+	int killing; /* edgectl kill: finish what is queued, then FIN */
 };
 
 struct kpath; /* sockmap.c */
@@ -226,6 +228,8 @@ uint64_t flow_bytes_up(struct flow *f);
 uint64_t flow_bytes_down(struct flow *f);
 uint64_t flow_last_ms(struct flow *f);
 void flow_abort(struct flow *f, int cause, int reset);
+int flow_kill(struct flow *f, int reset);
+const char *flow_state_str(struct flow *f);
 
 /* relay.c: move what is readable/writable; returns -errno on a socket error
  * (the side that failed in *failed), 0 otherwise. */
@@ -253,7 +257,16 @@ int sock_tcp_state(int fd);
 int kpath_kick(int fd);
 
 /* ctl.c */
-int ctl_open(const char *path);
+int ctl_open(const char *path, long gid);
 void ctl_close(void);
+
+/* stats.c */
+void stats_json(struct strbuf *sb);
+void stats_prometheus(struct strbuf *sb);
+void stats_text(struct strbuf *sb);
+
+/* metrics.c */
+int metrics_open(const struct sockaddr_storage *addr);
+void metrics_close(void);
 
 #endif

@@ -72,6 +72,14 @@ const char *path_str(int path)
 	}
 }
 
+/* Count on the listener and, once routed, on the route. */
+#define FLOW_STAT(f, field, op)                                                \
+	do {                                                                   \
+		(f)->l->st.field op;                                           \
+		if ((f)->route >= 0)                                           \
+			(f)->l->route_st[(f)->route].field op;                 \
+	} while (0)
+
 static void side_event(struct handler *h, uint32_t events);
 static void flow_progress(struct flow *f);
 static void flow_free(struct flow *f);
@@ -125,7 +133,7 @@ static void flow_update_events(struct flow *f)
 		if (!s->fin) {
 			if (out->mode == PATH_SOCKMAP)
 				want |= EPOLLRDHUP;
-			else if (!relay_has_pending(out))
+			else if (!relay_has_pending(out) && !f->killing)
 				want |= EPOLLIN | EPOLLRDHUP;
 		}
 		if (in->mode != PATH_SOCKMAP && relay_has_pending(in))
@@ -222,17 +230,15 @@ static void flow_log(struct flow *f)
 
 static void flow_end(struct flow *f, int cause, int reset)
 {
-	struct listener_stats *st = &f->l->st;
-
 	if (f->state == FS_CLOSED)
 		return;
 	f->end = cause;
-	st->bytes_up += flow_bytes_up(f);
-	st->bytes_down += flow_bytes_down(f);
+	FLOW_STAT(f, bytes_up, += flow_bytes_up(f));
+	FLOW_STAT(f, bytes_down, += flow_bytes_down(f));
 	flow_log(f);
 	f->state = FS_CLOSED;
-	st->closed[cause]++;
-	st->active--;
+	FLOW_STAT(f, closed[cause], ++);
+	FLOW_STAT(f, active, --);
 	/* Delete the plain HASH entries while the cookies are valid. */
 	kpath_unsplice(f);
 	side_close(&f->c, reset);
@@ -331,7 +337,7 @@ static void flow_handoff(struct flow *f)
 			f->down.mode = PATH_SOCKMAP;
 			f->path = PATH_SPLICE;
 			flow_set_reason(f, why);
-			f->l->st.fallbacks++;
+			FLOW_STAT(f, fallbacks, ++);
 			if (relay_init(&f->up, PATH_SPLICE)) {
 				flow_end(f, END_ERROR, 1);
 				return;
@@ -339,12 +345,12 @@ static void flow_handoff(struct flow *f)
 		} else {
 			f->path = PATH_SPLICE;
 			flow_set_reason(f, why);
-			f->l->st.fallbacks++;
+			FLOW_STAT(f, fallbacks, ++);
 		}
 	} else if (dp == DP_AUTO || dp == DP_SOCKMAP) {
 		f->path = PATH_SPLICE;
 		flow_set_reason(f, edge.kp_why);
-		f->l->st.fallbacks++;
+		FLOW_STAT(f, fallbacks, ++);
 	} else {
 		f->path = user_mode;
 		flow_set_reason(f, dp == DP_COPY ? "datapath: copy configured" :
@@ -364,7 +370,7 @@ static void flow_handoff(struct flow *f)
 		log_info("flow id=%llu path=%s reason=%s",
 			 (unsigned long long)f->id, path_str(f->path),
 			 f->reason);
-	f->l->st.paths[f->path]++;
+	FLOW_STAT(f, paths[f->path], ++);
 	flow_progress(f);
 }
 
@@ -478,7 +484,7 @@ static void flow_connect_next(struct flow *f)
 		close(fd);
 		f->addr_idx++;
 	}
-	f->l->st.connect_failures++;
+	FLOW_STAT(f, connect_failures, ++);
 	flow_end(f, END_CONNECT_FAILED, 0);
 }
 
@@ -532,6 +538,8 @@ static void flow_route(struct flow *f, int res)
 		return;
 	}
 	f->route = ri;
+	f->l->route_st[ri].accepted++;
+	f->l->route_st[ri].active++;
 	flow_start_connect(f);
 }
 
@@ -659,7 +667,7 @@ static void flow_progress(struct flow *f)
 		flow_end(f, f->end ? f->end : END_CLIENT_CLOSED, 0);
 		return;
 	}
-	if (need_watch)
+	if (need_watch || f->killing)
 		watch(f);
 	else
 		unwatch(f);
@@ -790,6 +798,8 @@ void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer
 		return;
 	}
 	f->route = l->cfg->default_route;
+	l->route_st[f->route].accepted++;
+	l->route_st[f->route].active++;
 	flow_start_connect(f);
 }
 
@@ -849,11 +859,80 @@ static int dir_to_user(struct flow *f, struct dir *d)
 	return 0;
 }
 
+/*
+ * Read and drop what a killed flow's socket still holds, so that close()
+ * sends FIN rather than RST (unread data makes the kernel reset).
+ */
+static void side_discard(struct side *s)
+{
+	char buf[16384];
+	int i;
+
+	for (i = 0; i < 256; i++)
+		if (recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+/* A killed flow: once nothing is queued either way, FIN both peers. */
+static void flow_kill_tick(struct flow *f)
+{
+	struct dir *dirs[2] = { &f->up, &f->down };
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		struct dir *d = dirs[i];
+		int64_t backlog = 0;
+
+		if (d->done)
+			continue;
+		if (d->mode == PATH_SOCKMAP) {
+			if (kpath_backlog(d, &backlog) == 0 && backlog > 0)
+				return;
+		} else if (relay_has_pending(d)) {
+			return;
+		}
+	}
+	for (i = 0; i < 2; i++)
+		if (!dirs[i]->done)
+			dir_finish(f, dirs[i]);
+	side_discard(&f->c);
+	side_discard(&f->u);
+	flow_end(f, END_KILLED, 0);
+}
+
+/*
+ * flow_kill - edgectl kill. With @reset, abort both sides with RST now.
+ * Otherwise stop taking new bytes, let what is queued reach each peer,
+ * then FIN both ways and close. Returns 0.
+ */
+int flow_kill(struct flow *f, int reset)
+{
+	struct dir *dirs[2] = { &f->up, &f->down };
+	int i;
+
+	if (reset || f->state != FS_RUNNING) {
+		flow_end(f, END_KILLED, reset);
+		return 0;
+	}
+	f->killing = 1;
+	for (i = 0; i < 2; i++)
+		if (dirs[i]->mode == PATH_SOCKMAP && !dirs[i]->paused &&
+		    !dirs[i]->done)
+			kpath_pause(dirs[i]);
+	watch(f);
+	flow_update_events(f);
+	return 0;
+}
+
 static void flow_watch_tick(struct flow *f)
 {
 	struct dir *dirs[2] = { &f->up, &f->down };
 	int i;
 
+	if (f->killing) {
+		flow_kill_tick(f);
+		return;
+	}
 	for (i = 0; i < 2; i++) {
 		struct dir *d = dirs[i];
 		int64_t backlog;
@@ -895,7 +974,7 @@ void flow_tick(uint64_t now)
 		case FS_CONNECTING:
 		case FS_SENDING:
 			if (now >= f->deadline_ms) {
-				f->l->st.connect_failures++;
+				FLOW_STAT(f, connect_failures, ++);
 				flow_end(f, END_CONNECT_TIMEOUT, 0);
 			}
 			break;

@@ -95,6 +95,10 @@ int listeners_open(void)
 		struct listener *l = &edge.listeners[i];
 
 		l->cfg = &edge.cfg->listeners[i];
+		l->route_st = calloc((size_t)l->cfg->nroutes,
+				     sizeof(*l->route_st));
+		if (!l->route_st)
+			return -ENOMEM;
 		for (j = 0; j < l->cfg->nbinds; j++) {
 			struct listener_sock *ls = &l->socks[j];
 

@@ -117,9 +117,11 @@ int main(int argc, char **argv)
 	}
 	if (listeners_open())
 		fatalx("cannot open the listeners");
-	if (ctl_open(edge.cfg->control_socket))
+	if (ctl_open(edge.cfg->control_socket, edge.cfg->control_gid))
 		fatalx("cannot open the control socket %s",
 		       edge.cfg->control_socket);
+	if (edge.cfg->metrics && metrics_open(&edge.cfg->metrics_addr))
+		fatalx("cannot open the metrics listener");
 	log_info("ready: %d listener(s), control socket %s",
 		 edge.cfg->nlisteners, edge.cfg->control_socket);
 
@@ -129,6 +131,7 @@ int main(int argc, char **argv)
 	flow_close_all(END_SHUTDOWN);
 	flow_reap();
 	ctl_close();
+	metrics_close();
 	kpath_close();
 	config_free(edge.cfg);
 	free(edge.listeners);

@@ -257,6 +257,22 @@ def client(addr, nbytes, wsize=16384, seed=1, direction="both", stall=20,
     return p.returncode, out.strip()
 
 
+def client_hello(server_name):
+    """The bytes of a real ClientHello from Python's ssl (OpenSSL) for
+    server_name (None: no SNI), made in memory without a network."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=server_name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
 def kernel_path_ok():
     """The sockmap path needs root and BPF; edged says why not in stats."""
     return os.geteuid() == 0

@@ -23,7 +23,7 @@ DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev c
 
 CORE_SRCS := control/log.c control/config.c control/proxy.c control/tls.c control/util.c
 EDGED_SRCS := $(CORE_SRCS) control/main.c control/loop.c control/listener.c control/flow.c \
-	      control/sockmap.c control/relay.c control/ctl.c control/stats.c control/metrics.c
+	      control/sockmap.c control/relay.c control/ctl.c control/stats.c control/metrics.c control/health.c control/sys.c
 EDGECTL_SRCS := control/edgectl.c
 
 .PHONY: all deps check-deps test unit asan fuzz bench clean format format-check

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
+#include <pwd.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,14 +38,25 @@ struct raw_timeouts {
 
 struct raw_limits {
 	char *kernel_backlog;
+	char *max_flows;
+	char *per_source;
+};
+
+struct raw_health {
+	char *interval;
+	char *timeout;
+	char *rise;
+	char *fall;
 };
 
 struct raw_route {
 	char *name;
 	char **sni;
 	unsigned sni_count;
-	char *upstream;
+	char **upstream; /* a single string is loaded as a list of one */
+	unsigned upstream_count;
 	char *proxy_protocol;
+	struct raw_health *health_check;
 };
 
 struct raw_listener {
@@ -52,6 +64,7 @@ struct raw_listener {
 	char **bind;
 	unsigned bind_count;
 	char *datapath;
+	char *max_flows;
 	struct raw_route *routes;
 	unsigned routes_count;
 };
@@ -60,12 +73,16 @@ struct raw_config {
 	char *control_socket;
 	char *control_socket_group;
 	char *metrics;
+	char *user;
+	char *drain_timeout;
 	char *datapath;
 	struct raw_timeouts *timeouts;
 	struct raw_limits *limits;
 	struct raw_listener *listeners;
 	unsigned listeners_count;
 };
+
+#define CONFIG_FILE_MAX (1024 * 1024)
 
 #define STR_FIELD(key, st, member)                                             \
 	CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,  \
@@ -85,6 +102,16 @@ static const cyaml_schema_field_t timeouts_fields[] = {
 
 static const cyaml_schema_field_t limits_fields[] = {
 	STR_FIELD("kernel_backlog", struct raw_limits, kernel_backlog),
+	STR_FIELD("max_flows", struct raw_limits, max_flows),
+	STR_FIELD("per_source", struct raw_limits, per_source),
+	CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t health_fields[] = {
+	STR_FIELD("interval", struct raw_health, interval),
+	STR_FIELD("timeout", struct raw_health, timeout),
+	STR_FIELD("rise", struct raw_health, rise),
+	STR_FIELD("fall", struct raw_health, fall),
 	CYAML_FIELD_END,
 };
 
@@ -93,8 +120,14 @@ static const cyaml_schema_field_t route_fields[] = {
 	CYAML_FIELD_SEQUENCE("sni", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
 			     struct raw_route, sni, &str_entry, 0,
 			     CYAML_UNLIMITED),
-	STR_FIELD("upstream", struct raw_route, upstream),
+	CYAML_FIELD_SEQUENCE("upstream",
+			     CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+			     struct raw_route, upstream, &str_entry, 0,
+			     CYAML_UNLIMITED),
 	STR_FIELD("proxy_protocol", struct raw_route, proxy_protocol),
+	CYAML_FIELD_MAPPING_PTR("health_check",
+				CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+				struct raw_route, health_check, health_fields),
 	CYAML_FIELD_END,
 };
 
@@ -108,6 +141,7 @@ static const cyaml_schema_field_t listener_fields[] = {
 			     struct raw_listener, bind, &str_entry, 0,
 			     CYAML_UNLIMITED),
 	STR_FIELD("datapath", struct raw_listener, datapath),
+	STR_FIELD("max_flows", struct raw_listener, max_flows),
 	CYAML_FIELD_SEQUENCE("routes", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
 			     struct raw_listener, routes, &route_entry, 0,
 			     CYAML_UNLIMITED),
@@ -124,6 +158,8 @@ static const cyaml_schema_field_t top_fields[] = {
 	STR_FIELD("control_socket_group", struct raw_config,
 		  control_socket_group),
 	STR_FIELD("metrics", struct raw_config, metrics),
+	STR_FIELD("user", struct raw_config, user),
+	STR_FIELD("drain_timeout", struct raw_config, drain_timeout),
 	STR_FIELD("datapath", struct raw_config, datapath),
 	CYAML_FIELD_MAPPING_PTR("timeouts",
 				CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -147,20 +183,29 @@ static const cyaml_schema_value_t top_schema = {
 /* Keys allowed in each kind of mapping (must match the schema above). */
 static const char *const keys_top[] = { "control_socket",
 					"control_socket_group", "metrics",
-					"datapath",
+					"user", "drain_timeout", "datapath",
 					"timeouts", "limits", "listeners",
 					NULL };
 static const char *const keys_timeouts[] = { "connect", "client_hello", "idle",
 					     "half_closed", NULL };
-static const char *const keys_limits[] = { "kernel_backlog", NULL };
+static const char *const keys_limits[] = { "kernel_backlog", "max_flows",
+					   "per_source", NULL };
 static const char *const keys_listener[] = { "name", "bind", "datapath",
-					     "routes", NULL };
+					     "max_flows", "routes", NULL };
 static const char *const keys_route[] = { "name", "sni", "upstream",
-					  "proxy_protocol", NULL };
+					  "proxy_protocol", "health_check",
+					  NULL };
+static const char *const keys_health[] = { "interval", "timeout", "rise",
+					   "fall", NULL };
 
 struct pos {
 	char *path; /* "listeners[0].routes[1].upstream" */
 	int line, col; /* 1-based */
+};
+
+/* A scalar `upstream: x` is wrapped as `[x]` before libcyaml sees it. */
+struct wrap_edit {
+	size_t start, end; /* byte offsets of the scalar in the file */
 };
 
 struct loader {
@@ -169,6 +214,8 @@ struct loader {
 	int nerr;
 	struct pos *pos;
 	size_t npos, cappos;
+	struct wrap_edit *wraps;
+	size_t nwraps;
 };
 
 static void cfg_err(struct loader *ld, int line, int col, const char *fmt, ...)
@@ -260,19 +307,18 @@ static int pos_has(struct loader *ld, const char *path)
 	return 0;
 }
 
-/* Which key set applies to the mapping at @path ("[N]" indices ignored). */
-static const char *const *keys_for(const char *path)
+/* path_shape - @path with every "[N]" turned into "[]". */
+static void path_shape(const char *path, char *shape, size_t len)
 {
-	char shape[512];
 	size_t j = 0;
 	const char *p;
 
-	for (p = path; *p && j + 1 < sizeof(shape); p++) {
+	for (p = path; *p && j + 1 < len; p++) {
 		if (*p == '[') {
 			shape[j++] = '[';
 			while (*p && *p != ']')
 				p++;
-			if (j + 1 < sizeof(shape))
+			if (j + 1 < len)
 				shape[j++] = ']';
 			if (!*p)
 				break;
@@ -281,6 +327,14 @@ static const char *const *keys_for(const char *path)
 		shape[j++] = *p;
 	}
 	shape[j] = '\0';
+}
+
+/* Which key set applies to the mapping at @path ("[N]" indices ignored). */
+static const char *const *keys_for(const char *path)
+{
+	char shape[512];
+
+	path_shape(path, shape, sizeof(shape));
 	if (!strcmp(shape, ""))
 		return keys_top;
 	if (!strcmp(shape, "timeouts"))
@@ -291,6 +345,8 @@ static const char *const *keys_for(const char *path)
 		return keys_listener;
 	if (!strcmp(shape, "listeners[].routes[]"))
 		return keys_route;
+	if (!strcmp(shape, "listeners[].routes[].health_check"))
+		return keys_health;
 	return NULL;
 }
 
@@ -313,7 +369,34 @@ static void frame_child_path(struct frame *f, char *out, size_t len)
 		snprintf(out, len, "%s[%d]", f->path, f->index);
 }
 
-static int pass_positions(struct loader *ld, FILE *fp)
+/* A route's `upstream` given as one string: remember to wrap it. */
+static void maybe_wrap(struct loader *ld, struct frame *top, yaml_event_t *ev)
+{
+	struct wrap_edit *w;
+	char shape[512];
+
+	if (!top->is_map || strcmp(top->key, "upstream"))
+		return;
+	path_shape(top->path, shape, sizeof(shape));
+	if (strcmp(shape, "listeners[].routes[]"))
+		return;
+	if (ev->data.scalar.style == YAML_LITERAL_SCALAR_STYLE ||
+	    ev->data.scalar.style == YAML_FOLDED_SCALAR_STYLE) {
+		cfg_err(ld, (int)ev->start_mark.line + 1,
+			(int)ev->start_mark.column + 1,
+			"upstream must be \"host:port\" or a list of them");
+		return;
+	}
+	w = realloc(ld->wraps, (ld->nwraps + 1) * sizeof(*w));
+	if (!w)
+		return;
+	ld->wraps = w;
+	ld->wraps[ld->nwraps].start = ev->start_mark.index;
+	ld->wraps[ld->nwraps].end = ev->end_mark.index;
+	ld->nwraps++;
+}
+
+static int pass_positions(struct loader *ld, const char *text, size_t len)
 {
 	struct frame stack[16];
 	int depth = 0, done = 0, rc = 0;
@@ -323,7 +406,7 @@ static int pass_positions(struct loader *ld, FILE *fp)
 
 	if (!yaml_parser_initialize(&parser))
 		return -ENOMEM;
-	yaml_parser_set_input_file(&parser, fp);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	while (!done) {
 		if (!yaml_parser_parse(&parser, &ev)) {
 			cfg_err(ld, (int)parser.problem_mark.line + 1,
@@ -376,6 +459,7 @@ static int pass_positions(struct loader *ld, FILE *fp)
 			if (top) {
 				frame_child_path(top, child, sizeof(child));
 				pos_add(ld, child, ev.start_mark);
+				maybe_wrap(ld, top, &ev);
 				if (top->is_map)
 					top->want_key = 1;
 				else
@@ -625,43 +709,89 @@ static void check_duration(struct loader *ld, char **s, const char *path,
 	}
 }
 
-static int resolve(struct route *r, const char **why)
+int upstream_resolve(const struct upstream_cfg *u,
+		     struct sockaddr_storage *out, int max, const char **why)
 {
 	struct addrinfo hints, *res, *ai;
 	char port[8];
-	int err;
+	int err, n = 0;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;
-	snprintf(port, sizeof(port), "%u", r->port);
-	err = getaddrinfo(r->host, port, &hints, &res);
+	snprintf(port, sizeof(port), "%u", u->port);
+	err = getaddrinfo(u->host, port, &hints, &res);
 	if (err) {
 		*why = gai_strerror(err);
 		return -ENOENT;
 	}
-	r->naddrs = 0;
-	for (ai = res; ai && r->naddrs < ROUTE_ADDRS_MAX; ai = ai->ai_next) {
+	for (ai = res; ai && n < max; ai = ai->ai_next) {
 		int i, dup = 0;
 
 		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
 			continue;
-		for (i = 0; i < r->naddrs; i++)
-			if (!memcmp(&r->addrs[i], ai->ai_addr, ai->ai_addrlen))
+		for (i = 0; i < n; i++)
+			if (!memcmp(&out[i], ai->ai_addr, ai->ai_addrlen))
 				dup = 1;
 		if (dup)
 			continue;
-		memset(&r->addrs[r->naddrs], 0, sizeof(r->addrs[0]));
-		memcpy(&r->addrs[r->naddrs], ai->ai_addr, ai->ai_addrlen);
-		r->naddrs++;
+		memset(&out[n], 0, sizeof(out[0]));
+		memcpy(&out[n], ai->ai_addr, ai->ai_addrlen);
+		n++;
 	}
 	freeaddrinfo(res);
-	if (!r->naddrs) {
+	if (!n) {
 		*why = "no IPv4 or IPv6 address";
 		return -ENOENT;
 	}
-	return 0;
+	return n;
+}
+
+static int parse_count(const char *s, uint64_t *v)
+{
+	char *end;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	*v = strtoull(s, &end, 10);
+	return errno || *end ? -EINVAL : 0;
+}
+
+static void check_health(struct loader *ld, struct route *r,
+			 struct raw_health *h, const char *path)
+{
+	char sub[700];
+	uint64_t v;
+	int line, col;
+
+	r->health_check = 1;
+	r->hc_interval_ms = 5000;
+	r->hc_timeout_ms = 2000;
+	r->hc_rise = 2;
+	r->hc_fall = 3;
+	snprintf(sub, sizeof(sub), "%s.interval", path);
+	check_duration(ld, &h->interval, sub, &r->hc_interval_ms, 0);
+	snprintf(sub, sizeof(sub), "%s.timeout", path);
+	check_duration(ld, &h->timeout, sub, &r->hc_timeout_ms, 0);
+	char **nums[2] = { &h->rise, &h->fall };
+	int *dst[2] = { &r->hc_rise, &r->hc_fall };
+	const char *names[2] = { "rise", "fall" };
+	for (int i = 0; i < 2; i++) {
+		if (!*nums[i])
+			continue;
+		snprintf(sub, sizeof(sub), "%s.%s", path, names[i]);
+		if (expand(ld, nums[i], sub))
+			continue;
+		if (parse_count(*nums[i], &v) || v < 1 || v > 100) {
+			pos_find(ld, sub, &line, &col);
+			cfg_err(ld, line, col, "bad %s '%s' (a count, 1-100)",
+				names[i], *nums[i]);
+			continue;
+		}
+		*dst[i] = (int)v;
+	}
 }
 
 static void check_route(struct loader *ld, struct listener_cfg *l,
@@ -724,22 +854,57 @@ static void check_route(struct loader *ld, struct listener_cfg *l,
 	}
 
 	snprintf(sub, sizeof(sub), "%s.upstream", path);
-	if (!rr->upstream) {
-		pos_find(ld, path, &line, &col);
+	if (!rr->upstream || rr->upstream_count == 0) {
+		pos_find(ld, rr->upstream || pos_has(ld, sub) ? sub : path,
+			 &line, &col);
 		cfg_err(ld, line, col, "route has no 'upstream'");
-	} else if (!expand(ld, &rr->upstream, sub)) {
-		snprintf(r->upstream, sizeof(r->upstream), "%s", rr->upstream);
-		if (hostport_split(rr->upstream, r->host, sizeof(r->host),
-				   &r->port, &why)) {
-			pos_find(ld, sub, &line, &col);
+	} else if (rr->upstream_count > ROUTE_UPSTREAMS_MAX) {
+		pos_find(ld, sub, &line, &col);
+		cfg_err(ld, line, col, "too many upstreams (at most %d)",
+			ROUTE_UPSTREAMS_MAX);
+	}
+	for (i = 0; rr->upstream && i < rr->upstream_count &&
+		    i < ROUTE_UPSTREAMS_MAX;
+	     i++) {
+		struct upstream_cfg *u = &r->ups[r->nups];
+		char ipath[640];
+		int n;
+
+		snprintf(ipath, sizeof(ipath), "%s[%u]", sub, i);
+		if (expand(ld, &rr->upstream[i], ipath))
+			continue;
+		snprintf(u->text, sizeof(u->text), "%s", rr->upstream[i]);
+		if (hostport_split(rr->upstream[i], u->host, sizeof(u->host),
+				   &u->port, &why)) {
+			pos_find(ld, ipath, &line, &col);
 			cfg_err(ld, line, col, "bad upstream '%s': %s",
-				rr->upstream, why);
-		} else if (resolve(r, &why)) {
-			pos_find(ld, sub, &line, &col);
+				rr->upstream[i], why);
+			continue;
+		}
+		n = upstream_resolve(u, &r->addrs[r->naddrs],
+				     ROUTE_ADDRS_MAX - r->naddrs, &why);
+		if (n < 0) {
+			pos_find(ld, ipath, &line, &col);
 			cfg_err(ld, line, col,
 				"cannot resolve upstream '%s': %s",
-				rr->upstream, why);
+				rr->upstream[i], why);
+			continue;
 		}
+		for (int k = 0; k < n; k++)
+			r->addr_up[r->naddrs + k] = r->nups;
+		r->naddrs += n;
+		if (r->nups == 0) {
+			snprintf(r->host, sizeof(r->host), "%s", u->host);
+			r->port = u->port;
+		}
+		size_t ul = strlen(r->upstream);
+		snprintf(r->upstream + ul, sizeof(r->upstream) - ul, "%s%s",
+			 r->nups ? "," : "", u->text);
+		r->nups++;
+	}
+	if (rr->health_check) {
+		snprintf(sub, sizeof(sub), "%s.health_check", path);
+		check_health(ld, r, rr->health_check, sub);
 	}
 
 	snprintf(sub, sizeof(sub), "%s.sni", path);
@@ -888,6 +1053,18 @@ static void check_listener(struct loader *ld, struct edge_config *cfg,
 		}
 	}
 
+	if (rl->max_flows) {
+		snprintf(sub, sizeof(sub), "%s.max_flows", path);
+		if (!expand(ld, &rl->max_flows, sub) &&
+		    (parse_count(rl->max_flows, &l->max_flows) ||
+		     l->max_flows == 0)) {
+			pos_find(ld, sub, &line, &col);
+			cfg_err(ld, line, col,
+				"bad max_flows '%s' (a count above 0)",
+				rl->max_flows);
+		}
+	}
+
 	snprintf(sub, sizeof(sub), "%s.routes", path);
 	if (!rl->routes || rl->routes_count == 0) {
 		pos_find(ld, sub, &line, &col);
@@ -941,6 +1118,12 @@ void config_free(struct edge_config *cfg)
 	free(cfg);
 }
 
+void config_unref(struct edge_config *cfg)
+{
+	if (cfg && --cfg->refs <= 0)
+		config_free(cfg);
+}
+
 int config_load(const char *path, struct edge_config **out,
 		struct strbuf *errs)
 {
@@ -956,6 +1139,8 @@ int config_load(const char *path, struct edge_config **out,
 	struct raw_config *raw = NULL;
 	struct edge_config *cfg = NULL;
 	cyaml_err_t cerr;
+	char *text = NULL;
+	size_t tlen;
 	unsigned i;
 	FILE *fp;
 	int rc;
@@ -967,13 +1152,40 @@ int config_load(const char *path, struct edge_config **out,
 			  strerror(errno));
 		return -EINVAL;
 	}
-	rc = pass_positions(&ld, fp);
+	text = malloc(CONFIG_FILE_MAX + 1);
+	tlen = text ? fread(text, 1, CONFIG_FILE_MAX + 1, fp) : 0;
 	fclose(fp);
+	if (!text)
+		return -ENOMEM;
+	if (tlen > CONFIG_FILE_MAX) {
+		cfg_err(&ld, 1, 1, "route file larger than %d bytes",
+			CONFIG_FILE_MAX);
+		goto fail;
+	}
+	rc = pass_positions(&ld, text, tlen);
 	if (rc || ld.nerr)
 		goto fail;
+	/* Wrap single-string upstreams, last first so offsets stay valid. */
+	for (size_t k = ld.nwraps; k-- > 0;) {
+		struct wrap_edit *w = &ld.wraps[k];
+		char *nt = malloc(tlen + 3);
 
-	cerr = cyaml_load_file(path, &cy, &top_schema, (cyaml_data_t **)&raw,
-			       NULL);
+		if (!nt || w->end > tlen || w->start > w->end) {
+			free(nt);
+			goto fail;
+		}
+		memcpy(nt, text, w->start);
+		nt[w->start] = '[';
+		memcpy(nt + w->start + 1, text + w->start, w->end - w->start);
+		nt[w->end + 1] = ']';
+		memcpy(nt + w->end + 2, text + w->end, tlen - w->end);
+		free(text);
+		text = nt;
+		tlen += 2;
+	}
+
+	cerr = cyaml_load_data((const uint8_t *)text, tlen, &cy, &top_schema,
+			       (cyaml_data_t **)&raw, NULL);
 	if (cerr != CYAML_OK) {
 		cfg_err(&ld, cap.line ? cap.line : 1, cap.col ? cap.col : 1,
 			"%s", cap.msg[0] ? cap.msg : cyaml_strerror(cerr));
@@ -988,6 +1200,7 @@ int config_load(const char *path, struct edge_config **out,
 	cfg = calloc(1, sizeof(*cfg));
 	if (!cfg)
 		goto fail;
+	cfg->refs = 1;
 	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
 	snprintf(cfg->control_socket, sizeof(cfg->control_socket), "%s",
 		 DEFAULT_CONTROL_SOCKET);
@@ -998,6 +1211,23 @@ int config_load(const char *path, struct edge_config **out,
 	cfg->idle_ms = 3600 * 1000;
 	cfg->half_closed_ms = 60 * 1000;
 	cfg->kernel_backlog = 16ULL << 20;
+	cfg->max_flows = 20000;
+	cfg->per_source = 0;
+	cfg->drain_timeout_ms = 30000;
+
+	if (raw->user && !expand(&ld, &raw->user, "user")) {
+		int line, col;
+
+		if (!getpwnam(raw->user) ||
+		    strlen(raw->user) >= sizeof(cfg->user)) {
+			pos_find(&ld, "user", &line, &col);
+			cfg_err(&ld, line, col, "no such user '%s'", raw->user);
+		} else {
+			snprintf(cfg->user, sizeof(cfg->user), "%s", raw->user);
+		}
+	}
+	check_duration(&ld, &raw->drain_timeout, "drain_timeout",
+		       &cfg->drain_timeout_ms, 1);
 
 	if (raw->control_socket &&
 	    !expand(&ld, &raw->control_socket, "control_socket")) {
@@ -1063,6 +1293,25 @@ int config_load(const char *path, struct edge_config **out,
 		check_duration(&ld, &raw->timeouts->half_closed,
 			       "timeouts.half_closed", &cfg->half_closed_ms, 1);
 	}
+	if (raw->limits) {
+		char **v[2] = { &raw->limits->max_flows,
+				&raw->limits->per_source };
+		uint64_t *d[2] = { &cfg->max_flows, &cfg->per_source };
+		const char *k[2] = { "limits.max_flows", "limits.per_source" };
+
+		for (int j = 0; j < 2; j++) {
+			int line, col;
+
+			if (!*v[j] || expand(&ld, v[j], k[j]))
+				continue;
+			if (parse_count(*v[j], d[j]) || (j == 0 && *d[j] == 0)) {
+				pos_find(&ld, k[j], &line, &col);
+				cfg_err(&ld, line, col,
+					"bad %s '%s' (a count%s)", k[j] + 7,
+					*v[j], j == 0 ? " above 0" : "; 0 turns it off");
+			}
+		}
+	}
 	if (raw->limits && raw->limits->kernel_backlog &&
 	    !expand(&ld, &raw->limits->kernel_backlog,
 		    "limits.kernel_backlog")) {
@@ -1098,6 +1347,8 @@ int config_load(const char *path, struct edge_config **out,
 	for (size_t k = 0; k < ld.npos; k++)
 		free(ld.pos[k].path);
 	free(ld.pos);
+	free(ld.wraps);
+	free(text);
 	*out = cfg;
 	return 0;
 fail:
@@ -1106,6 +1357,8 @@ fail:
 	for (size_t k = 0; k < ld.npos; k++)
 		free(ld.pos[k].path);
 	free(ld.pos);
+	free(ld.wraps);
+	free(text);
 	config_free(cfg);
 	return -EINVAL;
 }

@@ -13,7 +13,8 @@
 #include "util.h"
 
 #define NAME_MAX_LEN 64
-#define ROUTE_ADDRS_MAX 16
+#define ROUTE_ADDRS_MAX 32
+#define ROUTE_UPSTREAMS_MAX 8
 #define LISTENER_BINDS_MAX 16
 #define DEFAULT_CONTROL_SOCKET "/run/edge/ctl.sock"
 
@@ -27,17 +28,38 @@ enum datapath {
 
 const char *datapath_str(int dp);
 
+struct upstream_cfg {
+	char text[300]; /* as written, after ${VAR} expansion */
+	char host[256];
+	uint16_t port;
+};
+
+/* Per-address health, written by the health checker (health.c). */
+struct addr_health {
+	int down;      /* marked down by health checks */
+	int streak;    /* consecutive results of the current kind */
+	int last_ok;   /* result of the last check */
+};
+
 struct route {
 	char name[NAME_MAX_LEN]; /* the configured name, or its index */
 	int named;
 	char **sni; /* lower-cased patterns without trailing dot */
 	size_t nsni;
-	char upstream[300]; /* as written, after ${VAR} expansion */
-	char host[256];
+	char upstream[300]; /* display: the upstreams, comma-separated */
+	char host[256];     /* the first upstream's host and port */
 	uint16_t port;
+	struct upstream_cfg ups[ROUTE_UPSTREAMS_MAX]; /* tried in order */
+	int nups;
+	/* every address of every upstream, in failover order */
 	struct sockaddr_storage addrs[ROUTE_ADDRS_MAX];
+	int addr_up[ROUTE_ADDRS_MAX]; /* index in ups[] */
 	int naddrs;
+	struct addr_health health[ROUTE_ADDRS_MAX];
 	int proxy; /* enum proxy_version */
+	int health_check; /* active TCP checks configured */
+	uint64_t hc_interval_ms, hc_timeout_ms;
+	int hc_rise, hc_fall;
 };
 
 struct listener_cfg {
@@ -49,9 +71,11 @@ struct listener_cfg {
 	int nroutes;
 	int sni_routing;   /* some route has sni: read the ClientHello */
 	int default_route; /* index of the first route without sni, or -1 */
+	uint64_t max_flows; /* 0: no per-listener limit */
 };
 
 struct edge_config {
+	int refs; /* flows accepted under it, +1 while current */
 	char path[1024];
 	char control_socket[108];
 	long control_gid; /* control_socket_group, or -1 */
@@ -63,6 +87,10 @@ struct edge_config {
 	uint64_t idle_ms;        /* 0: none */
 	uint64_t half_closed_ms; /* 0: none */
 	uint64_t kernel_backlog; /* bytes queued in the kernel per direction */
+	uint64_t max_flows;      /* global limit on live flows */
+	uint64_t per_source;     /* live flows per client address (v6: /64); 0 off */
+	uint64_t drain_timeout_ms;
+	char user[64];           /* drop to this user after start-up, or "" */
 	struct listener_cfg *listeners;
 	int nlisteners;
 };
@@ -76,11 +104,20 @@ struct edge_config {
 int config_load(const char *path, struct edge_config **out,
 		struct strbuf *errs);
 void config_free(struct edge_config *cfg);
+/* config_unref - drop a reference; frees the configuration at zero. */
+void config_unref(struct edge_config *cfg);
 
 /*
  * route_select - the route a connection to @l takes for @sni (NULL: no
  * SNI or not TLS). Returns the route index or -1 (no match, no default).
  */
 int route_select(const struct listener_cfg *l, const char *sni);
+
+/*
+ * upstream_resolve - resolve @u (blocking getaddrinfo) into @out (at most
+ * @max). Returns the number of addresses, or -ENOENT with *why set.
+ */
+int upstream_resolve(const struct upstream_cfg *u,
+		     struct sockaddr_storage *out, int max, const char **why);
 
 #endif

@@ -37,7 +37,7 @@ struct ctl_client {
 };
 
 static struct handler ctl_h;
-static int ctl_fd = -1, ctl_nclients;
+static int ctl_fd = -1, ctl_nclients, ctl_made_dir;
 static char ctl_path[108];
 
 const char *flow_state_str(struct flow *f)
@@ -106,7 +106,7 @@ static int flow_matches(struct flow *f, const struct flow_query *q)
 	char a[ADDR_STR_MAX];
 	size_t n;
 
-	if (q->listener && strcmp(q->listener, f->l->cfg->name))
+	if (q->listener && strcmp(q->listener, f->lc->name))
 		return 0;
 	if (!q->client)
 		return 1;
@@ -187,13 +187,12 @@ static void flows_json(struct strbuf *sb, const struct flow_query *q)
 	for (i = 0; i < n; i++) {
 		struct flow *f = v[i];
 		char a[ADDR_STR_MAX];
-		struct route *r = f->route >= 0 ? &f->l->cfg->routes[f->route] :
-						  NULL;
+		struct route *r = f->rt;
 
 		sb_printf(sb, "%s\n{\"id\":%llu,\"listener\":", first ? "" : ",",
 			  (unsigned long long)f->id);
 		first = 0;
-		sb_json_str(sb, f->l->cfg->name);
+		sb_json_str(sb, f->lc->name);
 		sb_printf(sb, ",\"client\":\"%s\"",
 			  addr_str((struct sockaddr *)&f->c.peer, a, sizeof(a)));
 		sb_printf(sb, ",\"local\":\"%s\"",
@@ -297,7 +296,7 @@ static void flows_table(struct strbuf *sb, const struct flow_query *q)
 		else
 			snprintf(age, sizeof(age), "%llud", (unsigned long long)(a / 86400));
 		sb_printf(sb, "%-5llu %-8.8s %-21.21s %-17.17s %-7.7s %5s %5s %5s\n",
-			  (unsigned long long)f->id, f->l->cfg->name, c, u,
+			  (unsigned long long)f->id, f->lc->name, c, u,
 			  f->state == FS_RUNNING ? path_str(f->path) :
 						   flow_state_str(f),
 			  age, up, down);
@@ -324,8 +323,8 @@ static void route_explain(struct strbuf *sb, const char *name, const char *sni,
 	int i, ri;
 
 	for (i = 0; i < edge.nlisteners; i++)
-		if (!strcmp(edge.listeners[i].cfg->name, name))
-			lc = edge.listeners[i].cfg;
+		if (!strcmp(edge.listeners[i]->cfg->name, name))
+			lc = edge.listeners[i]->cfg;
 	if (!lc) {
 		sb_printf(sb, "error no listener named '%s'\n", name);
 		return;
@@ -492,6 +491,17 @@ static void ctl_handle(struct ctl_client *cc)
 			kill_flow(&cc->out, argv[1], argc == 3);
 	} else if (!strcmp(argv[0], "route") && (argc == 2 || argc == 3)) {
 		route_explain(&cc->out, argv[1], argc == 3 ? argv[2] : NULL, json);
+	} else if (!strcmp(argv[0], "reload") && argc == 1) {
+		if (edge.reload_pending || edge.draining) {
+			sb_printf(&cc->out, "error %s\n",
+				  edge.draining ? "edged is stopping" :
+						  "a reload is already pending");
+		} else {
+			/* Answered by ctl_reload_done() after this batch. */
+			edge.reload_pending = 1;
+			edge.reload_client = cc;
+			return;
+		}
 	} else if (!strcmp(argv[0], "ping") && argc == 1) {
 		sb_printf(&cc->out, "ok\npong\n");
 	} else {
@@ -578,7 +588,51 @@ static void mkdir_parent(const char *path)
 	if (!slash || slash == dir)
 		return;
 	*slash = '\0';
-	mkdir(dir, 0755);
+	if (mkdir(dir, 0755) == 0)
+		ctl_made_dir = 1;
+}
+
+/*
+ * ctl_chown - before dropping privileges: the socket's owner, and the
+ * directory edged created for it, so that edged can remove the socket at
+ * exit. Returns 0 or -errno.
+ */
+int ctl_chown(uid_t uid, gid_t gid)
+{
+	char dir[108], *slash;
+
+	if (chown(ctl_path, uid, gid) == -1) {
+		log_warn("chown %s", ctl_path);
+		return -errno;
+	}
+	snprintf(dir, sizeof(dir), "%s", ctl_path);
+	slash = strrchr(dir, '/');
+	if (ctl_made_dir && slash && slash != dir) {
+		*slash = '\0';
+		if (chown(dir, uid, gid) == -1)
+			log_warn("chown %s", dir);
+	}
+	return 0;
+}
+
+/* ctl_reload_done - answer the edgectl reload that asked for it. */
+void ctl_reload_done(struct ctl_client *cc, int rc, const char *err)
+{
+	if (rc) {
+		/* One line: the first problem, and how many there were. */
+		const char *nl = strchr(err, '\n');
+		int n = 0;
+
+		for (const char *p = err; *p; p++)
+			n += *p == '\n';
+		sb_printf(&cc->out, "error reload refused, nothing changed: %.*s%s\n",
+			  nl ? (int)(nl - err) : (int)strlen(err), err,
+			  n > 1 ? " (and more: see the log)" : "");
+	} else {
+		sb_printf(&cc->out, "ok\nreloaded\n");
+	}
+	cc->replying = 1;
+	loop_mod(cc->fd, EPOLLOUT, &cc->h);
 }
 
 int ctl_open(const char *path, long gid)

@@ -63,6 +63,8 @@ static void usage(FILE *out)
 		"  route LISTENER [SNI]\n"
 		"                      which route, upstream addresses and PROXY setting a\n"
 		"                      new connection would get (connects nowhere)\n"
+		"  reload              re-read the route file (as SIGHUP); on error\n"
+		"                      nothing changes and the first problem is shown\n"
 		"  ping                check that edged answers\n"
 		"options:\n"
 		"  -s PATH  control socket (default " DEFAULT_SOCKET ")\n"
@@ -151,9 +153,11 @@ int main(int argc, char **argv)
 			 json_mode ? " json" : "");
 	} else if (!strcmp(cmd, "ping") && nwords == 1) {
 		snprintf(req, sizeof(req), "ping\n");
+	} else if (!strcmp(cmd, "reload") && nwords == 1) {
+		snprintf(req, sizeof(req), "reload\n");
 	} else if (!strcmp(cmd, "flows") || !strcmp(cmd, "stats") ||
 		   !strcmp(cmd, "kill") || !strcmp(cmd, "route") ||
-		   !strcmp(cmd, "ping")) {
+		   !strcmp(cmd, "ping") || !strcmp(cmd, "reload")) {
 		usage(stderr);
 		return 2;
 	} else {

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "proxy.h"
@@ -77,6 +78,9 @@ enum end_cause {
 	END_KILLED,
 	END_SHUTDOWN,
 	END_ERROR,
+	END_LIMIT_FLOWS,    /* limits.max_flows */
+	END_LIMIT_LISTENER, /* the listener's max_flows */
+	END_LIMIT_SOURCE,   /* limits.per_source */
 	END__COUNT
 };
 const char *end_cause_str(int cause);
@@ -104,7 +108,8 @@ struct listener_sock {
 };
 
 struct listener {
-	struct listener_cfg *cfg;
+	struct listener_cfg *cfg; /* in the current configuration */
+	int retired;              /* removed by a reload, kept for its flows */
 	struct listener_sock socks[LISTENER_BINDS_MAX];
 	int nsocks;
 	struct listener_stats st;
@@ -154,8 +159,11 @@ enum flow_state {
 
 struct flow {
 	uint64_t id;
-	struct listener *l;
-	int route; /* index in l->cfg->routes, -1 before routing */
+	struct listener *l;       /* runtime listener (stats, may be retired) */
+	struct edge_config *cfg;  /* the configuration it was accepted under */
+	struct listener_cfg *lc;  /* its listener in that configuration */
+	struct route *rt;         /* its route there, NULL before routing */
+	int route; /* index in l->route_st (current config), -1 if none */
 	struct side c, u;
 	struct dir up, down; /* up: client -> upstream */
 	int state;
@@ -173,6 +181,8 @@ struct flow {
 	int upstream_addr_set;
 	uint64_t start_ms, deadline_ms, end_ms, last_ms;
 	uint64_t half_closed_since;
+	uint64_t attempt_deadline_ms; /* this upstream address's share */
+	struct source_count *src; /* per_source accounting, or NULL */
 	int end;
 	struct list all;   /* edge.flows */
 	struct list watch; /* edge.watch: draining or paused */
@@ -185,7 +195,7 @@ struct kpath; /* sockmap.c */
 struct edge {
 	struct edge_config *cfg;
 	int epfd;
-	struct listener *listeners;
+	struct listener **listeners; /* current, in configuration order */
 	int nlisteners;
 	struct list flows;
 	struct list watch;
@@ -195,11 +205,19 @@ struct edge {
 	uint64_t start_ms;
 	struct kpath *kp;   /* NULL: kernel path unavailable */
 	char kp_why[256];   /* why not */
-	int stopping;
+	int stopping;       /* leave the loop */
+	int draining;       /* SIGTERM: no new flows, wait for live ones */
+	uint64_t drain_deadline_ms;
+	uint64_t watchdog_usec;
+	uint64_t watchdog_last_ms;
+	uint64_t limit_log_ms; /* rate limit for "limit reached" lines */
+	uint64_t limit_log_suppressed;
 	int accept_paused_until;
 	uint64_t accept_resume_ms;
 	int fast_tick;
 	struct flow **slot_flow; /* slot -> flow */
+	int reload_pending;     /* SIGHUP or edgectl reload, after the batch */
+	struct ctl_client *reload_client; /* waiting for the answer */
 	int nslots;
 };
 
@@ -216,6 +234,13 @@ void loop_want_fast_tick(void);
 int listeners_open(void);
 void listeners_close(void);
 void listeners_pause(int pause);
+void listeners_free(void);
+void listener_unref(struct listener *l);
+struct strbuf;
+int listeners_reload(struct edge_config *ncfg, struct strbuf *err);
+
+/* main.c */
+int edge_reload(struct strbuf *err);
 
 /* flow.c */
 void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
@@ -249,6 +274,7 @@ int kpath_backlog(struct dir *d, int64_t *backlog);
 int kpath_pause(struct dir *d);
 void kpath_set_limit(struct dir *d, uint64_t limit);
 uint64_t kpath_high(void);
+void kpath_set_bound(uint64_t bytes);
 int kpath_ring_fd(void);
 void kpath_ring_consume(void);
 int sock_sent_total(int fd, uint64_t *sent);
@@ -256,8 +282,20 @@ int sock_recv_total(int fd, uint64_t *recvd);
 int sock_tcp_state(int fd);
 int kpath_kick(int fd);
 
+/* sys.c */
+void sd_notify_msg(const char *msg);
+uint64_t sd_watchdog_usec(void);
+int drop_privileges(const char *user);
+
+/* health.c */
+void health_start(struct edge_config *cfg);
+void health_stop(void);
+void health_tick(uint64_t now);
+
 /* ctl.c */
 int ctl_open(const char *path, long gid);
+void ctl_reload_done(struct ctl_client *cc, int rc, const char *err);
+int ctl_chown(uid_t uid, gid_t gid);
 void ctl_close(void);
 
 /* stats.c */

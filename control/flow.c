@@ -51,6 +51,9 @@ static const char *const end_names[END__COUNT] = {
 	[END_KILLED] = "killed",
 	[END_SHUTDOWN] = "shutdown",
 	[END_ERROR] = "error",
+	[END_LIMIT_FLOWS] = "limit_max_flows",
+	[END_LIMIT_LISTENER] = "limit_listener",
+	[END_LIMIT_SOURCE] = "limit_per_source",
 };
 
 const char *end_cause_str(int cause)
@@ -79,6 +82,74 @@ const char *path_str(int path)
 		if ((f)->route >= 0)                                           \
 			(f)->l->route_st[(f)->route].field op;                 \
 	} while (0)
+
+/* ---- live flows per client address (limits.per_source) ---- */
+
+#define SOURCE_BUCKETS 4096
+
+struct source_count {
+	struct source_count *next;
+	uint8_t key[17]; /* family byte + IPv4 address or IPv6 /64 */
+	uint64_t n;
+};
+
+static struct source_count *source_table[SOURCE_BUCKETS];
+
+static void source_key(const struct sockaddr_storage *ss, uint8_t key[17])
+{
+	memset(key, 0, 17);
+	key[0] = (uint8_t)ss->ss_family;
+	if (ss->ss_family == AF_INET)
+		memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	else if (ss->ss_family == AF_INET6) /* one /64 is one source */
+		memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 8);
+}
+
+static unsigned source_hash(const uint8_t key[17])
+{
+	uint32_t h = 2166136261u;
+	int i;
+
+	for (i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h % SOURCE_BUCKETS;
+}
+
+/* source_get - the entry for @ss, created with n = 0 if absent. */
+static struct source_count *source_get(const struct sockaddr_storage *ss)
+{
+	struct source_count *sc;
+	uint8_t key[17];
+	unsigned h;
+
+	source_key(ss, key);
+	h = source_hash(key);
+	for (sc = source_table[h]; sc; sc = sc->next)
+		if (!memcmp(sc->key, key, sizeof(key)))
+			return sc;
+	sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return NULL;
+	memcpy(sc->key, key, sizeof(key));
+	sc->next = source_table[h];
+	source_table[h] = sc;
+	return sc;
+}
+
+static void source_put(struct source_count *sc)
+{
+	struct source_count **pp;
+
+	if (!sc || --sc->n)
+		return;
+	for (pp = &source_table[source_hash(sc->key)]; *pp; pp = &(*pp)->next) {
+		if (*pp == sc) {
+			*pp = sc->next;
+			free(sc);
+			return;
+		}
+	}
+}
 
 static void side_event(struct handler *h, uint32_t events);
 static void flow_progress(struct flow *f);
@@ -211,12 +282,12 @@ static void flow_log(struct flow *f)
 		addr_str((struct sockaddr *)&f->u.peer, up, sizeof(up));
 	else
 		snprintf(up, sizeof(up), "-");
-	if (f->route >= 0)
-		route = f->l->cfg->routes[f->route].name;
+	if (f->rt)
+		route = f->rt->name;
 	log_info("flow id=%llu listener=%s client=%s local=%s route=%s "
 		 "sni=%s upstream=%s path=%s path_up=%s path_down=%s "
 		 "duration_ms=%llu bytes_up=%llu bytes_down=%llu end=%s%s%s",
-		 (unsigned long long)f->id, f->l->cfg->name, client, local,
+		 (unsigned long long)f->id, f->lc->name, client, local,
 		 route, f->has_sni ? f->sni : "-", up,
 		 f->state == FS_RUNNING || f->state == FS_CLOSED ?
 			 path_str(f->path) :
@@ -264,7 +335,12 @@ static void flow_free(struct flow *f)
 	relay_free(&f->down);
 	free(f->pre);
 	f->pre = NULL;
+	source_put(f->src);
+	f->src = NULL;
 	edge.nflows--;
+	config_unref(f->cfg);
+	f->cfg = NULL;
+	listener_unref(f->l);
 	list_add_tail(&edge.dead, &f->all);
 }
 
@@ -309,7 +385,7 @@ static void flow_set_reason(struct flow *f, const char *why)
 
 static void flow_handoff(struct flow *f)
 {
-	struct listener_cfg *lc = f->l->cfg;
+	struct listener_cfg *lc = f->lc;
 	int dp = lc->datapath, user_mode = PATH_SPLICE, rc;
 	char why[256];
 
@@ -421,7 +497,7 @@ static void flow_connect_next(struct flow *f);
 
 static void flow_connected(struct flow *f)
 {
-	struct route *r = &f->l->cfg->routes[f->route];
+	struct route *r = f->rt;
 	socklen_t len = sizeof(f->u.local);
 	int err;
 
@@ -451,12 +527,41 @@ static void flow_connected(struct flow *f)
 	flow_send_prefix(f);
 }
 
+/* Addresses not marked down by health checks, or all if none is up. */
+static int addr_usable(const struct route *r, int i)
+{
+	int k;
+
+	if (!r->health_check || !r->health[i].down)
+		return 1;
+	for (k = 0; k < r->naddrs; k++)
+		if (!r->health[k].down)
+			return 0;
+	return 1;
+}
+
 static void flow_connect_next(struct flow *f)
 {
-	struct route *r = &f->l->cfg->routes[f->route];
+	struct route *r = f->rt;
 
 	while (f->addr_idx < r->naddrs) {
 		struct sockaddr_storage *a = &r->addrs[f->addr_idx];
+		uint64_t now = now_ms(), left;
+		int k, rest = 0;
+
+		if (!addr_usable(r, f->addr_idx)) {
+			f->addr_idx++;
+			continue;
+		}
+		/*
+		 * Each remaining address gets an equal share of what is
+		 * left of the connect budget, so a black-holed first
+		 * address cannot use it all.
+		 */
+		for (k = f->addr_idx; k < r->naddrs; k++)
+			rest += addr_usable(r, k);
+		left = f->deadline_ms > now ? f->deadline_ms - now : 0;
+		f->attempt_deadline_ms = now + left / (uint64_t)(rest ? rest : 1);
 		int fd = socket(a->ss_family,
 				SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		char as[ADDR_STR_MAX];
@@ -526,7 +631,7 @@ static void flow_route(struct flow *f, int res)
 {
 	int ri;
 
-	ri = route_select(f->l->cfg, res == TLS_FOUND_SNI ? f->sni : NULL);
+	ri = route_select(f->lc, res == TLS_FOUND_SNI ? f->sni : NULL);
 	if (ri < 0) {
 		char client[ADDR_STR_MAX];
 
@@ -538,6 +643,7 @@ static void flow_route(struct flow *f, int res)
 		return;
 	}
 	f->route = ri;
+	f->rt = &f->lc->routes[ri];
 	f->l->route_st[ri].accepted++;
 	f->l->route_st[ri].active++;
 	flow_start_connect(f);
@@ -752,17 +858,78 @@ static void side_event(struct handler *h, uint32_t events)
 	}
 }
 
+/*
+ * A connection over a limit is accepted and closed at once: never queued
+ * without bound. One log line per second at most says how many.
+ */
+static int flow_over_limit(struct listener *l, int fd,
+			   const struct sockaddr_storage *peer,
+			   struct source_count **srcp)
+{
+	struct edge_config *cfg = edge.cfg;
+	struct source_count *sc = NULL;
+	int cause = 0;
+
+	*srcp = NULL;
+	if (edge.nflows >= cfg->max_flows)
+		cause = END_LIMIT_FLOWS;
+	else if (l->cfg->max_flows && l->st.active >= l->cfg->max_flows)
+		cause = END_LIMIT_LISTENER;
+	else if (cfg->per_source) {
+		struct sockaddr_storage p = *peer;
+
+		addr_unmap(&p);
+		sc = source_get(&p);
+		if (sc && sc->n >= cfg->per_source) {
+			cause = END_LIMIT_SOURCE;
+			sc = NULL;
+		}
+	}
+	if (!cause) {
+		if (sc)
+			sc->n++;
+		*srcp = sc;
+		return 0;
+	}
+	l->st.accepted++;
+	l->st.closed[cause]++;
+	close(fd);
+	if (now_ms() - edge.limit_log_ms >= 1000) {
+		char a[ADDR_STR_MAX];
+
+		log_warnx("listener %s: %s reached, closing %s (%llu more "
+			  "closed in the last second)",
+			  l->cfg->name, end_cause_str(cause),
+			  addr_str((const struct sockaddr *)peer, a, sizeof(a)),
+			  (unsigned long long)edge.limit_log_suppressed);
+		edge.limit_log_ms = now_ms();
+		edge.limit_log_suppressed = 0;
+	} else {
+		edge.limit_log_suppressed++;
+	}
+	return 1;
+}
+
 void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 {
-	struct flow *f = calloc(1, sizeof(*f));
+	struct source_count *src;
+	struct flow *f;
 	socklen_t len;
 
+	if (flow_over_limit(l, fd, peer, &src))
+		return;
+	f = calloc(1, sizeof(*f));
 	if (!f) {
+		source_put(src);
 		close(fd);
 		return;
 	}
+	f->src = src;
 	f->id = ++edge.next_id;
 	f->l = l;
+	f->cfg = edge.cfg;
+	f->lc = l->cfg;
+	edge.cfg->refs++;
 	f->route = -1;
 	f->c.fd = fd;
 	f->u.fd = -1;
@@ -798,6 +965,7 @@ void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer
 		return;
 	}
 	f->route = l->cfg->default_route;
+	f->rt = &f->lc->routes[f->route];
 	l->route_st[f->route].accepted++;
 	l->route_st[f->route].active++;
 	flow_start_connect(f);
@@ -972,6 +1140,22 @@ void flow_tick(uint64_t now)
 			}
 			break;
 		case FS_CONNECTING:
+			if (now < f->deadline_ms && now >= f->attempt_deadline_ms &&
+			    f->addr_idx + 1 < f->rt->naddrs) {
+				char as[ADDR_STR_MAX];
+
+				log_warnx("flow %llu: connect to %s: timed out, "
+					  "trying the next address",
+					  (unsigned long long)f->id,
+					  addr_str((struct sockaddr *)&f->u.peer,
+						   as, sizeof(as)));
+				side_close(&f->u, 0);
+				f->upstream_addr_set = 0;
+				f->addr_idx++;
+				flow_connect_next(f);
+				break;
+			}
+			/* fall through */
 		case FS_SENDING:
 			if (now >= f->deadline_ms) {
 				FLOW_STAT(f, connect_failures, ++);

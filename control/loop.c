@@ -74,8 +74,19 @@ static void timer_event(struct handler *h, uint32_t events)
 
 	if (read(timer_fd, &n, sizeof(n)) != sizeof(n))
 		return;
-	flow_tick(now_ms());
-	listeners_pause(0);
+	uint64_t now = now_ms();
+
+	flow_tick(now);
+	health_tick(now);
+	if (!edge.draining)
+		listeners_pause(0);
+	else if (!edge.nflows || now >= edge.drain_deadline_ms)
+		edge.stopping = 1;
+	if (edge.watchdog_usec &&
+	    (now - edge.watchdog_last_ms) * 2000 >= edge.watchdog_usec) {
+		sd_notify_msg("WATCHDOG=1");
+		edge.watchdog_last_ms = now;
+	}
 	if (tick_fast && list_empty(&edge.watch))
 		timer_arm(0);
 }
@@ -87,14 +98,30 @@ static void signal_event(struct handler *h, uint32_t events)
 	while (read(signal_fd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGTERM:
+			if (edge.draining) {
+				log_info("SIGTERM again: stopping now");
+				edge.stopping = 1;
+				break;
+			}
+			/* Stop accepting; let live flows finish. */
+			log_info("SIGTERM: draining %llu flow(s) for up to %llu ms",
+				 (unsigned long long)edge.nflows,
+				 (unsigned long long)edge.cfg->drain_timeout_ms);
+			sd_notify_msg("STOPPING=1");
+			edge.draining = 1;
+			edge.drain_deadline_ms = now_ms() + edge.cfg->drain_timeout_ms;
+			listeners_close();
+			if (!edge.nflows)
+				edge.stopping = 1;
+			break;
 		case SIGINT:
-			log_info("%s: stopping",
-				 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+			log_info("SIGINT: stopping");
+			sd_notify_msg("STOPPING=1");
 			edge.stopping = 1;
 			break;
 		case SIGHUP:
-			log_warnx("SIGHUP: reload is not supported yet; "
-				  "restart edged to apply a new route file");
+			if (!edge.draining)
+				edge.reload_pending = 1;
 			break;
 		default:
 			break;
@@ -145,6 +172,19 @@ int loop_run(void)
 			h->fn(h, evs[i].events);
 		}
 		flow_reap();
+		if (edge.reload_pending && !edge.stopping) {
+			struct ctl_client *cc = edge.reload_client;
+			struct strbuf err;
+			int rc;
+
+			sb_init(&err);
+			edge.reload_pending = 0;
+			edge.reload_client = NULL;
+			rc = edge_reload(&err);
+			if (cc)
+				ctl_reload_done(cc, rc, err.data ? err.data : "");
+			sb_free(&err);
+		}
 	}
 	close(timer_fd);
 	close(signal_fd);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include "edge.h"
@@ -41,6 +42,60 @@ static int need_kernel_path(const struct edge_config *cfg, int *forced)
 			need = *forced = 1;
 	}
 	return need;
+}
+
+int edge_reload(struct strbuf *err)
+{
+	struct edge_config *ncfg, *old = edge.cfg;
+	struct strbuf errs;
+	char msg[128];
+	int rc;
+
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)(now_ns() / 1000));
+	sd_notify_msg(msg);
+	log_info("reloading %s", old->path);
+	sb_init(&errs);
+	rc = config_load(old->path, &ncfg, &errs);
+	if (rc) {
+		char *line, *save;
+
+		sb_printf(err, "%s", errs.data ? errs.data : "invalid route file\n");
+		for (line = strtok_r(errs.data, "\n", &save); line;
+		     line = strtok_r(NULL, "\n", &save))
+			log_warnx("reload refused: %s", line);
+		sb_free(&errs);
+		sd_notify_msg("READY=1");
+		return rc;
+	}
+	sb_free(&errs);
+	if (strcmp(ncfg->control_socket, old->control_socket))
+		log_warnx("reload: control_socket changes need a restart; "
+			  "still %s", old->control_socket);
+	if (strcmp(ncfg->user, old->user))
+		log_warnx("reload: user changes need a restart");
+	rc = listeners_reload(ncfg, err);
+	if (rc) {
+		log_warnx("reload refused: %s", err->data ? err->data : "");
+		config_free(ncfg);
+		sd_notify_msg("READY=1");
+		return rc;
+	}
+	if (ncfg->metrics != old->metrics ||
+	    memcmp(&ncfg->metrics_addr, &old->metrics_addr,
+		   sizeof(old->metrics_addr))) {
+		metrics_close();
+		if (ncfg->metrics && metrics_open(&ncfg->metrics_addr))
+			log_warnx("reload: metrics listener not open");
+	}
+	edge.cfg = ncfg;
+	if (edge.kp)
+		kpath_set_bound(ncfg->kernel_backlog);
+	health_start(ncfg);
+	config_unref(old);
+	log_info("reloaded: %d listener(s)", ncfg->nlisteners);
+	sd_notify_msg("READY=1");
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -122,19 +177,33 @@ int main(int argc, char **argv)
 		       edge.cfg->control_socket);
 	if (edge.cfg->metrics && metrics_open(&edge.cfg->metrics_addr))
 		fatalx("cannot open the metrics listener");
+	if (edge.cfg->user[0]) {
+		struct passwd *pw = getpwnam(edge.cfg->user);
+
+		if (!pw || ctl_chown(pw->pw_uid, edge.cfg->control_gid >= 0 ?
+						 (gid_t)edge.cfg->control_gid :
+						 pw->pw_gid) ||
+		    drop_privileges(edge.cfg->user))
+			fatalx("cannot drop privileges to user %s",
+			       edge.cfg->user);
+	}
+	health_start(edge.cfg);
+	edge.watchdog_usec = sd_watchdog_usec();
 	log_info("ready: %d listener(s), control socket %s",
 		 edge.cfg->nlisteners, edge.cfg->control_socket);
+	sd_notify_msg("READY=1");
 
 	loop_run();
 
 	listeners_close();
 	flow_close_all(END_SHUTDOWN);
 	flow_reap();
+	health_stop();
 	ctl_close();
 	metrics_close();
 	kpath_close();
-	config_free(edge.cfg);
-	free(edge.listeners);
+	listeners_free();
+	config_unref(edge.cfg);
 	free(edge.slot_flow);
 	close(edge.epfd);
 	log_info("stopped");

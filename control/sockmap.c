@@ -240,6 +240,12 @@ void kpath_ring_consume(void)
 		ring_buffer__consume(kp_state.rb);
 }
 
+/* kpath_set_bound - a reload changed limits.kernel_backlog. */
+void kpath_set_bound(uint64_t bytes)
+{
+	kp_state.high = bytes / 4;
+}
+
 uint64_t kpath_high(void)
 {
 	return kp_state.high;

@@ -26,7 +26,7 @@ static int snapshot_take(struct snapshot *sn)
 	if (!sn->l || !sn->r)
 		return -1;
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener *l = &edge.listeners[i];
+		struct listener *l = edge.listeners[i];
 
 		sn->l[i] = l->st;
 		sn->r[i] = calloc((size_t)l->cfg->nroutes + 1, sizeof(**sn->r));
@@ -37,8 +37,14 @@ static int snapshot_take(struct snapshot *sn)
 	}
 	for (it = edge.flows.next; it != &edge.flows; it = it->next) {
 		struct flow *f = container_of(it, struct flow, all);
-		int li = (int)(f->l - edge.listeners);
 		uint64_t up = flow_bytes_up(f), down = flow_bytes_down(f);
+		int li;
+
+		for (li = 0; li < edge.nlisteners; li++)
+			if (edge.listeners[li] == f->l)
+				break;
+		if (li == edge.nlisteners)
+			continue; /* a listener removed by a reload */
 
 		sn->l[li].bytes_up += up;
 		sn->l[li].bytes_down += down;
@@ -114,7 +120,7 @@ void stats_json(struct strbuf *sb)
 	}
 	sb_printf(sb, ",\"listeners\":[");
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i].cfg;
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
 
 		sb_printf(sb, "%s\n{\"name\":", i ? "," : "");
 		sb_json_str(sb, lc->name);
@@ -208,7 +214,7 @@ static void prom_each(struct strbuf *sb, struct snapshot *sn, int field,
 	int i, j;
 
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i].cfg;
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
 
 		if (listener_only) {
 			sb_printf(sb, "%s", metric);
@@ -256,7 +262,7 @@ void stats_prometheus(struct strbuf *sb)
 	prom_head(sb, "edge_bytes_total", "counter",
 		  "Payload bytes forwarded (up: client to upstream).");
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i].cfg;
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
 
 		for (j = 0; j < lc->nroutes; j++) {
 			const char *dirs[2] = { "up", "down" };
@@ -274,7 +280,7 @@ void stats_prometheus(struct strbuf *sb)
 	prom_head(sb, "edge_connections_closed_total", "counter",
 		  "Flows ended, by cause.");
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i].cfg;
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
 
 		/* Before routing (timeouts, bad ClientHellos, no route). */
 		for (k = 1; k < END__COUNT; k++) {
@@ -300,7 +306,7 @@ void stats_prometheus(struct strbuf *sb)
 	prom_head(sb, "edge_flows_by_path_total", "counter",
 		  "Flows by the data path chosen at the hand-off.");
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i].cfg;
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
 
 		for (j = 0; j < lc->nroutes; j++) {
 			for (k = 0; k < PATH__COUNT; k++) {
@@ -333,7 +339,7 @@ void stats_text(struct strbuf *sb)
 		  "ROUTE", "ACCEPTED", "ACTIVE", "UP", "DOWN", "CONNFAIL",
 		  "FALLBACK");
 	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i].cfg;
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
 		struct listener_stats *l = &sn.l[i];
 
 		sb_printf(sb, "%-16.16s %-12s %9llu %7llu %9llu %9llu %8llu %8llu\n",

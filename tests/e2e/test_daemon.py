@@ -182,10 +182,13 @@ def test_fallback_without_bpf():
 
 
 @test
-def test_sigterm_closes_flows():
+def test_sigterm_drains_then_closes():
+    """SIGTERM: stop accepting, let live flows finish for drain_timeout,
+    then close the rest (end=shutdown), remove the control socket, exit 0.
+    SIGINT stops at once."""
     srv = EchoServer(mode="banner", banner="220 hi\r\n")
     port = free_port()
-    e = Edged(listener_yaml(port, srv.addr))
+    e = Edged(listener_yaml(port, srv.addr), extra="drain_timeout: 1500ms\n")
     socks = []
     for i in range(10):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -193,15 +196,37 @@ def test_sigterm_closes_flows():
         eq(s.recv(8), b"220 hi\r\n", "banner")
         socks.append(s)
     eq(len(e.flows()), 10, "live flows")
-    rc = e.stop(signal.SIGTERM)
+    t0 = time.time()
+    os.kill(e.p.pid, signal.SIGTERM)
+    # Draining: no new connections, live flows still work.
+    wait_for(lambda: "draining" in e.log(), 5, "drain to start")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        raise Fail("a new connection was accepted while draining")
+    except (ConnectionRefusedError, socket.timeout):
+        pass
+    socks[0].sendall(b"ping\r\n")
+    eq(socks[0].recv(6), b"ping\r\n", "a live flow still moves bytes while draining")
+    socks[1].shutdown(socket.SHUT_WR)  # this one finishes during the drain
+    eq(socks[1].recv(1), b"", "finished flow closed")
+    rc = e.p.wait(10)
+    dt = time.time() - t0
     eq(rc, 0, "edged exit status after SIGTERM")
-    for s in socks:
+    check(1.3 <= dt < 4, "exited after %.1fs, drain_timeout is 1.5s" % dt)
+    for s in socks[2:]:
         try:
             eq(s.recv(1), b"", "client sees the close")
         except ConnectionResetError:
             raise Fail("client was reset instead of closed")
     check(not os.path.exists(e.sock), "control socket removed")
-    check(len([l for l in e.close_lines() if "end=shutdown" in l]) == 10, e.log())
+    lines = e.close_lines()
+    eq(len([l for l in lines if "end=shutdown" in l]), 9, "flows closed at the deadline")
+    eq(len([l for l in lines if "end=client_closed" in l]), 1, "flow that finished in time")
+
+    e2 = Edged(listener_yaml(free_port(), srv.addr))
+    t0 = time.time()
+    eq(e2.stop(signal.SIGINT), 0, "exit status after SIGINT")
+    check(time.time() - t0 < 2, "SIGINT took %.1fs" % (time.time() - t0))
 
 
 @test(root=False)

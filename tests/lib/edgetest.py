@@ -144,9 +144,9 @@ class Edged:
     listeners: list of dicts rendered as YAML (values are inserted verbatim,
     so quote strings). extra: top-level YAML text."""
 
-    def __init__(self, listeners_yaml, extra="", env=None, args=(), wait=True):
+    def __init__(self, listeners_yaml, extra="", env=None, args=(), wait=True, sock=None):
         self.dir = tmpdir()
-        self.sock = os.path.join(self.dir, "ctl.sock")
+        self.sock = sock or os.path.join(self.dir, "ctl.sock")
         self.conf = os.path.join(self.dir, "edge.yaml")
         with open(self.conf, "w") as f:
             f.write("control_socket: %s\n%s\nlisteners:\n%s\n"

@@ -14,7 +14,7 @@ ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -Werror=implicit-function-declaration \
 	    -D_GNU_SOURCE -Iinclude -Icontrol -I$(BUILD)
-LDLIBS_EDGED := -lbpf -lelf -lz -lcyaml -lyaml
+LDLIBS_EDGED := -lbpf -lelf -lz -lcyaml -lyaml -lpthread
 FUZZ_SECONDS ?= 60
 
 DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev clang llvm bpftool libclang-rt-14-dev \
@@ -23,7 +23,7 @@ DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev c
 
 CORE_SRCS := control/log.c control/config.c control/proxy.c control/tls.c control/util.c
 EDGED_SRCS := $(CORE_SRCS) control/main.c control/loop.c control/listener.c control/flow.c \
-	      control/sockmap.c control/relay.c control/ctl.c control/stats.c control/metrics.c control/health.c control/sys.c
+	      control/sockmap.c control/relay.c control/ctl.c control/stats.c control/metrics.c control/health.c control/sys.c control/resolve.c
 EDGECTL_SRCS := control/edgectl.c
 
 .PHONY: all deps check-deps test unit asan fuzz bench clean format format-check

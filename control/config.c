@@ -75,6 +75,7 @@ struct raw_config {
 	char *metrics;
 	char *user;
 	char *drain_timeout;
+	char *resolve_interval;
 	char *datapath;
 	struct raw_timeouts *timeouts;
 	struct raw_limits *limits;
@@ -160,6 +161,7 @@ static const cyaml_schema_field_t top_fields[] = {
 	STR_FIELD("metrics", struct raw_config, metrics),
 	STR_FIELD("user", struct raw_config, user),
 	STR_FIELD("drain_timeout", struct raw_config, drain_timeout),
+	STR_FIELD("resolve_interval", struct raw_config, resolve_interval),
 	STR_FIELD("datapath", struct raw_config, datapath),
 	CYAML_FIELD_MAPPING_PTR("timeouts",
 				CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -183,7 +185,8 @@ static const cyaml_schema_value_t top_schema = {
 /* Keys allowed in each kind of mapping (must match the schema above). */
 static const char *const keys_top[] = { "control_socket",
 					"control_socket_group", "metrics",
-					"user", "drain_timeout", "datapath",
+					"user", "drain_timeout",
+					"resolve_interval", "datapath",
 					"timeouts", "limits", "listeners",
 					NULL };
 static const char *const keys_timeouts[] = { "connect", "client_hello", "idle",
@@ -1200,7 +1203,11 @@ int config_load(const char *path, struct edge_config **out,
 	cfg = calloc(1, sizeof(*cfg));
 	if (!cfg)
 		goto fail;
+	static uint64_t generations;
+
 	cfg->refs = 1;
+	cfg->generation = ++generations;
+	cfg->resolve_interval_ms = 30000;
 	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
 	snprintf(cfg->control_socket, sizeof(cfg->control_socket), "%s",
 		 DEFAULT_CONTROL_SOCKET);
@@ -1228,6 +1235,8 @@ int config_load(const char *path, struct edge_config **out,
 	}
 	check_duration(&ld, &raw->drain_timeout, "drain_timeout",
 		       &cfg->drain_timeout_ms, 1);
+	check_duration(&ld, &raw->resolve_interval, "resolve_interval",
+		       &cfg->resolve_interval_ms, 1);
 
 	if (raw->control_socket &&
 	    !expand(&ld, &raw->control_socket, "control_socket")) {

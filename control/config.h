@@ -76,6 +76,8 @@ struct listener_cfg {
 
 struct edge_config {
 	int refs; /* flows accepted under it, +1 while current */
+	uint64_t generation; /* unique per load */
+	uint64_t resolve_interval_ms; /* re-resolve host names; 0: never */
 	char path[1024];
 	char control_socket[108];
 	long control_gid; /* control_socket_group, or -1 */

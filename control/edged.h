@@ -287,6 +287,10 @@ void sd_notify_msg(const char *msg);
 uint64_t sd_watchdog_usec(void);
 int drop_privileges(const char *user);
 
+/* resolve.c */
+void resolve_tick(uint64_t now);
+void resolve_stop(void);
+
 /* health.c */
 void health_start(struct edge_config *cfg);
 void health_stop(void);

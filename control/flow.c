@@ -1178,7 +1178,12 @@ void flow_tick(uint64_t now)
 					since = f->half_closed_since = now;
 				if (last > since)
 					since = last;
-				if (now - since >= edge.cfg->half_closed_ms)
+				/*
+				 * The watch pass just before may have set it
+				 * with a later now_ms(): no unsigned wrap.
+				 */
+				if (since < now &&
+				    now - since >= edge.cfg->half_closed_ms)
 					flow_end(f, END_HALF_CLOSED_TIMEOUT, 1);
 			}
 			break;

@@ -78,6 +78,7 @@ static void timer_event(struct handler *h, uint32_t events)
 
 	flow_tick(now);
 	health_tick(now);
+	resolve_tick(now);
 	if (!edge.draining)
 		listeners_pause(0);
 	else if (!edge.nflows || now >= edge.drain_deadline_ms)

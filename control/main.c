@@ -199,6 +199,7 @@ int main(int argc, char **argv)
 	flow_close_all(END_SHUTDOWN);
 	flow_reap();
 	health_stop();
+	resolve_stop();
 	ctl_close();
 	metrics_close();
 	kpath_close();

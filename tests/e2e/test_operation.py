@@ -367,5 +367,51 @@ def test_idle_and_half_closed_timeouts():
     check("end=half_closed_timeout" in line, line)
 
 
+@test
+def test_reresolve_names():
+    """Host names are looked up again every resolve_interval, off the event
+    loop; a failed lookup keeps the last good answer. edged runs in its own
+    mount namespace with a test /etc/hosts bind-mounted over the real one."""
+    port = free_port()
+    a = EchoServer(host="127.0.0.1")
+    b_port = a.port
+    b = spawn([ECHO, "server", "-l", "127.0.0.2:%d" % b_port, "-m", "echo", "-o",
+               os.path.join(tmpdir(), "b.txt")], stdout=subprocess.PIPE, text=True)
+    check(b.stdout.readline().startswith("listening"), "second server")
+    d = tmpdir()
+    hosts = os.path.join(d, "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 up.edge-test\n")
+    conf = os.path.join(d, "e.yaml")
+    sock = os.path.join(d, "ctl.sock")
+    with open(conf, "w") as f:
+        f.write("control_socket: %s\nresolve_interval: 300ms\nlisteners:\n%s"
+                % (sock, lst("n", port, "up.edge-test:%d" % b_port)))
+    logp = os.path.join(d, "log")
+    log = open(logp, "w")
+    p = spawn(["unshare", "-m", "sh", "-c",
+               "mount --bind %s /etc/hosts && exec %s -c %s" % (hosts, EDGED, conf)],
+              stdout=log, stderr=log)
+    wait_for(lambda: os.path.exists(sock), 10, "edged")
+
+    def served_by():
+        rc, out = client("127.0.0.1:%d" % port, 100)
+        eq(rc, 0, out)
+        lines = [l for l in open(logp).read().splitlines() if " end=" in l]
+        return lines[-1].split(" upstream=")[1].split()[0]
+    eq(served_by(), "127.0.0.1:%d" % b_port, "first answer")
+    with open(hosts, "r+") as f:  # same inode: the bind mount sees it
+        f.truncate(0)
+        f.write("127.0.0.2 up.edge-test\n")
+    wait_for(lambda: "up.edge-test:%d now has 1 address" % b_port in open(logp).read(), 5,
+             "the new answer")
+    eq(served_by(), "127.0.0.2:%d" % b_port, "after the change")
+    with open(hosts, "r+") as f:
+        f.truncate(0)
+        f.write("# nothing\n")
+    wait_for(lambda: "keeping the last good addresses" in open(logp).read(), 5, "a failed lookup")
+    eq(served_by(), "127.0.0.2:%d" % b_port, "after a failed lookup")
+
+
 if __name__ == "__main__":
     run_module("e2e/test_operation")

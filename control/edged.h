@@ -178,6 +178,8 @@ struct flow {
 	uint8_t hdr[PROXY_HDR_MAX];
 	size_t hdr_len;
 	int addr_idx; /* upstream address being tried */
+	int kspliced;  /* kpath_splice_upstream() done */
+	char kwhy[200]; /* why the kernel path was refused, if it was */
 	int upstream_addr_set;
 	uint64_t start_ms, deadline_ms, end_ms, last_ms;
 	uint64_t half_closed_since;
@@ -266,7 +268,8 @@ int relay_has_pending(const struct dir *d);
 /* sockmap.c */
 int kpath_open(int slots, char *why, size_t whylen);
 void kpath_close(void);
-int kpath_splice(struct flow *f, char *why, size_t whylen);
+int kpath_splice_upstream(struct flow *f, char *why, size_t whylen);
+int kpath_splice_client(struct flow *f, char *why, size_t whylen);
 void kpath_unsplice(struct flow *f);
 uint64_t kpath_dir_bytes(int slot);
 uint64_t kpath_dir_last_ns(int slot);

@@ -400,7 +400,12 @@ static void flow_handoff(struct flow *f)
 	if (dp == DP_COPY)
 		user_mode = PATH_COPY;
 	if ((dp == DP_AUTO || dp == DP_SOCKMAP) && edge.kp) {
-		rc = kpath_splice(f, why, sizeof(why));
+		if (f->kspliced) {
+			rc = kpath_splice_client(f, why, sizeof(why)) ? 1 : 0;
+		} else {
+			rc = -1;
+			snprintf(why, sizeof(why), "%s", f->kwhy);
+		}
 		if (rc == 0) {
 			f->up.mode = f->down.mode = PATH_SOCKMAP;
 			f->path = PATH_SOCKMAP;
@@ -524,6 +529,9 @@ static void flow_connected(struct flow *f)
 	}
 	f->state = FS_SENDING;
 	side_set_events(&f->u, 0, 1);
+	if ((f->lc->datapath == DP_AUTO || f->lc->datapath == DP_SOCKMAP) &&
+	    edge.kp)
+		f->kspliced = !kpath_splice_upstream(f, f->kwhy, sizeof(f->kwhy));
 	flow_send_prefix(f);
 }
 

@@ -338,22 +338,26 @@ static int splice_insert(struct side *s)
 }
 
 /*
- * kpath_splice - hand a flow's two sockets to the kernel. Everything
- * userspace had to send upstream first (PROXY header, ClientHello) must
- * already be in the upstream socket's send queue. Order matters:
- *  1. both sockets become redirect targets (sock_targets), and their
- *     cookie -> slot entries and peer slots are set: from now on any byte
- *     the verdict sees has somewhere to go (an absent target drops bytes
- *     that TCP has already acknowledged);
- *  2. the upstream's receive side is spliced and kicked, then the
- *     client's. A socket that is no longer ESTABLISHED (a client that
- *     already sent FIN) is refused in step 1 or 2 with EOPNOTSUPP.
- * Returns 0, or -errno with @why set; on failure the flow is as before
- * (nothing spliced), except when the client side failed after the
- * upstream side was spliced: then 1 is returned and only the down
- * direction runs in the kernel.
+ * The hand-off, in two steps. Order matters:
+ *  kpath_splice_upstream(), right after the connect, before anything is
+ *  written upstream:
+ *   1. both sockets become redirect targets (sock_targets), and their
+ *      cookie -> slot entries and peer slots are set: from now on any
+ *      byte the verdict sees has somewhere to go (an absent target drops
+ *      bytes that TCP has already acknowledged);
+ *   2. the upstream's receive side is spliced and kicked: a server that
+ *      answers (or speaks first) and closes at once is still ESTABLISHED
+ *      now, and its bytes go to the client from the kernel.
+ *  kpath_splice_client(), once the PROXY header and the bytes read from
+ *  the client are in the upstream's send queue: the client's receive side
+ *  is spliced and kicked, so redirected bytes queue behind them.
+ * A socket that is no longer ESTABLISHED (its peer sent FIN) is refused
+ * with EOPNOTSUPP.
+ * kpath_splice_upstream() returns 0, or -errno with @why set and nothing
+ * spliced. kpath_splice_client() returns 0, or -errno with @why set: then
+ * only the upstream -> client direction runs in the kernel.
  */
-int kpath_splice(struct flow *f, char *why, size_t whylen)
+int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 {
 	struct kpath *kp = &kp_state;
 	struct side *s[2] = { &f->c, &f->u };
@@ -406,17 +410,21 @@ int kpath_splice(struct flow *f, char *why, size_t whylen)
 				 strerror(-err));
 		goto undo;
 	}
-	err = splice_insert(&f->c);
-	if (err) {
+	return 0;
+undo:
+	kpath_unsplice(f);
+	return err;
+}
+
+int kpath_splice_client(struct flow *f, char *why, size_t whylen)
+{
+	int err = splice_insert(&f->c);
+
+	if (err)
 		snprintf(why, whylen, "client socket refused by sockmap: %s",
 			 err == -EOPNOTSUPP ?
 				 "not ESTABLISHED (already half-closed)" :
 				 strerror(-err));
-		return 1;
-	}
-	return 0;
-undo:
-	kpath_unsplice(f);
 	return err;
 }
 

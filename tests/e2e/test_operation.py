@@ -256,6 +256,24 @@ def test_privilege_drop():
     eq(rc, 0, out)
     line = wait_for(lambda: e.close_lines(), 5, "close line")[0]
     check("path=sockmap" in line, "kernel path after the drop: " + line)
+    # A reload may add a listener below 1024: CAP_NET_BIND_SERVICE stayed.
+    low = None
+    for cand in range(990, 900, -1):
+        try:
+            t = socket.socket()
+            t.bind(("127.0.0.1", cand))
+            t.close()
+            low = cand
+            break
+        except OSError:
+            continue
+    check(low, "no free port below 1024")
+    write_conf(e, lst("p", port, srv.addr) + lst("low", low, srv.addr), extra="user: nobody\n")
+    os.chmod(e.dir, 0o755)  # the unprivileged process re-reads the file
+    os.chmod(e.conf, 0o644)
+    e.ctl("reload")
+    rc, out = client("127.0.0.1:%d" % low, MiB)
+    eq(rc, 0, "new listener on port %d after the drop: %s" % (low, out))
     eq(e.stop(), 0, "exit status")
     check(not os.path.exists(e.sock), "control socket removed by the unprivileged process")
 

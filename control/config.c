@@ -712,6 +712,8 @@ static void check_duration(struct loader *ld, char **s, const char *path,
 	}
 }
 
+int config_literal_only;
+
 int upstream_resolve(const struct upstream_cfg *u,
 		     struct sockaddr_storage *out, int max, const char **why)
 {
@@ -720,6 +722,8 @@ int upstream_resolve(const struct upstream_cfg *u,
 	int err, n = 0;
 
 	memset(&hints, 0, sizeof(hints));
+	if (config_literal_only)
+		hints.ai_flags = AI_NUMERICHOST;
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;

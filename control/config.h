@@ -122,4 +122,7 @@ int route_select(const struct listener_cfg *l, const char *sni);
 int upstream_resolve(const struct upstream_cfg *u,
 		     struct sockaddr_storage *out, int max, const char **why);
 
+/* For the fuzzer: resolve IP literals only (no DNS, no /etc/hosts). */
+extern int config_literal_only;
+
 #endif

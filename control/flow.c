@@ -289,10 +289,9 @@ static void flow_log(struct flow *f)
 		 "duration_ms=%llu bytes_up=%llu bytes_down=%llu end=%s%s%s",
 		 (unsigned long long)f->id, f->lc->name, client, local,
 		 route, f->has_sni ? f->sni : "-", up,
-		 f->state == FS_RUNNING || f->state == FS_CLOSED ?
-			 path_str(f->path) :
-			 "none",
-		 path_str(f->up.mode), path_str(f->down.mode),
+		 f->state == FS_RUNNING ? path_str(f->path) : "none",
+		 f->state == FS_RUNNING ? path_str(f->up.mode) : "none",
+		 f->state == FS_RUNNING ? path_str(f->down.mode) : "none",
 		 (unsigned long long)(now_ms() - f->start_ms),
 		 (unsigned long long)flow_bytes_up(f),
 		 (unsigned long long)flow_bytes_down(f), end_cause_str(f->end),
@@ -641,12 +640,9 @@ static void flow_route(struct flow *f, int res)
 
 	ri = route_select(f->lc, res == TLS_FOUND_SNI ? f->sni : NULL);
 	if (ri < 0) {
-		char client[ADDR_STR_MAX];
-
-		log_info("flow %llu: no route for sni=%s from %s",
-			 (unsigned long long)f->id, f->has_sni ? f->sni : "-",
-			 addr_str((struct sockaddr *)&f->c.peer, client,
-				  sizeof(client)));
+		flow_set_reason(f, res == TLS_NOT_TLS ? "not TLS, and no default route" :
+				   res == TLS_NO_SNI ? "no SNI, and no default route" :
+						       "no route matches the SNI");
 		flow_end(f, END_NO_ROUTE, 0);
 		return;
 	}
@@ -706,9 +702,19 @@ static void flow_hello_event(struct flow *f, uint32_t events)
 		res = f->c.fin ? TLS_MALFORMED : TLS_TOO_LARGE;
 		/* fall through */
 	default:
-		log_info("flow %llu: bad ClientHello (%s%s) after %zu bytes",
-			 (unsigned long long)f->id, tls_result_str(res),
-			 f->c.fin ? ", client closed" : "", f->pre_len);
+		if (f->c.fin && f->pre_len == 0) {
+			/* Connect and close (a port scan, a TCP check). */
+			flow_end(f, END_CLIENT_CLOSED, 0);
+			return;
+		}
+		{
+			char why[96];
+
+			snprintf(why, sizeof(why), "ClientHello %s after %zu bytes%s",
+				 f->c.fin ? "incomplete" : tls_result_str(res),
+				 f->pre_len, f->c.fin ? ", client closed" : "");
+			flow_set_reason(f, why);
+		}
 		f->l->st.hello_failures++;
 		flow_end(f, f->c.fin ? END_CLIENT_CLOSED : END_HELLO_ERROR, 0);
 		return;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "edge.h"
@@ -144,6 +145,19 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Each flow holds two descriptors: take the hard limit, as a
+	 * systemd soft limit of 1024 would let a few hundred silent clients
+	 * lock everyone out.
+	 */
+	{
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	list_init(&edge.flows);
 	list_init(&edge.watch);
 	list_init(&edge.dead);

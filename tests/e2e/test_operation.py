@@ -2,6 +2,7 @@
 reload under load, graceful drain (test_daemon), privilege drop,
 EMFILE, systemd notifications."""
 import json
+import shutil
 import os
 import signal
 import socket
@@ -128,6 +129,31 @@ def test_failover():
     check("connect to %s: timed out, trying the next address" % hole in log, log[-1500:])
     lines = e.close_lines()
     check(all("upstream=%s" % srv.addr in l for l in lines), lines)
+
+
+@test
+def test_failover_iptables_blackhole():
+    """The issue's recipe: in a namespace of the test's own, iptables drops
+    SYNs to the first upstream; edged moves on to the second within the
+    connect budget."""
+    if not shutil.which("iptables"):
+        raise Skip("iptables not installed (make deps installs it)")
+    ns = netns("bh")
+    srv = EchoServer(prefix=ns, port=20002)
+    hole_port = 20001
+    EchoServer(prefix=ns, port=hole_port)  # listening, but SYNs are dropped
+    r = subprocess.run(ns + ["iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(hole_port),
+                             "--syn", "-j", "DROP"], capture_output=True, text=True)
+    check(r.returncode == 0, "iptables: %s" % r.stderr)
+    e = Edged(lst("bh", 20000, '["127.0.0.1:%d", "%s"]' % (hole_port, srv.addr)),
+              extra="timeouts:\n  connect: 2s\n", prefix=ns)
+    t0 = time.time()
+    rc, out = client("127.0.0.1:20000", MiB, prefix=ns)
+    dt = time.time() - t0
+    eq(rc, 0, "through the second address: " + out)
+    check(dt < 1.8, "took %.1fs of the 2s budget" % dt)
+    check("connect to 127.0.0.1:%d: timed out, trying the next address" % hole_port in e.log(),
+          e.log()[-1000:])
 
 
 @test

@@ -144,7 +144,8 @@ class Edged:
     listeners: list of dicts rendered as YAML (values are inserted verbatim,
     so quote strings). extra: top-level YAML text."""
 
-    def __init__(self, listeners_yaml, extra="", env=None, args=(), wait=True, sock=None):
+    def __init__(self, listeners_yaml, extra="", env=None, args=(), wait=True, sock=None,
+                 prefix=()):
         self.dir = tmpdir()
         self.sock = sock or os.path.join(self.dir, "ctl.sock")
         self.conf = os.path.join(self.dir, "edge.yaml")
@@ -156,7 +157,7 @@ class Edged:
         e = dict(os.environ)
         if env:
             e.update(env)
-        self.p = spawn([EDGED, "-c", self.conf] + list(args),
+        self.p = spawn(list(prefix) + [EDGED, "-c", self.conf] + list(args),
                        stdout=self.logf, stderr=self.logf, env=e)
         if wait:
             wait_for(lambda: self.p.poll() is not None or self.ping(),
@@ -201,12 +202,12 @@ class EchoServer:
     """build/echo_check server: echo | sink | source | banner, optional -p."""
 
     def __init__(self, host="127.0.0.1", mode="echo", proxy=False, banner=None,
-                 nbytes=None, seed=None):
+                 nbytes=None, seed=None, prefix=(), port=None):
         self.host = host
-        self.port = free_port(host)
+        self.port = port or free_port(host)
         self.dir = tmpdir()
         self.out = os.path.join(self.dir, "conns.txt")
-        cmd = [ECHO, "server", "-l", hostport(host, self.port), "-m", mode,
+        cmd = list(prefix) + [ECHO, "server", "-l", hostport(host, self.port), "-m", mode,
                "-o", self.out]
         if proxy:
             cmd.append("-p")
@@ -242,9 +243,9 @@ class EchoServer:
 
 
 def client(addr, nbytes, wsize=16384, seed=1, direction="both", stall=20,
-           banner=None, timeout=600, extra=()):
+           banner=None, timeout=600, extra=(), prefix=()):
     """Run build/echo_check client; returns (rc, output)."""
-    cmd = [ECHO, "client", "-c", addr, "-n", str(nbytes), "-w", str(wsize),
+    cmd = list(prefix) + [ECHO, "client", "-c", addr, "-n", str(nbytes), "-w", str(wsize),
            "-s", str(seed), "-d", direction, "-t", str(stall)] + list(extra)
     if banner is not None:
         cmd += ["-e", banner]
@@ -271,6 +272,17 @@ def client_hello(server_name):
     except ssl.SSLWantReadError:
         pass
     return out.read()
+
+
+def netns(tag):
+    """A network namespace of the test's own with lo up; deleted at the
+    end. Returns the command prefix that runs a program inside it."""
+    name = "edgetest-%s-%d" % (tag, os.getpid())
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    at_cleanup(lambda: subprocess.run(["ip", "netns", "del", name], capture_output=True))
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    return ["ip", "netns", "exec", name]
 
 
 def kernel_path_ok():

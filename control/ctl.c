@@ -234,10 +234,14 @@ static void flows_json(struct strbuf *sb, const struct flow_query *q)
 			sb_printf(sb,
 				  ",\"path_up\":\"%s\",\"path_down\":\"%s\","
 				  "\"kernel_queued_up\":%lld,"
-				  "\"kernel_queued_down\":%lld",
+				  "\"kernel_queued_down\":%lld,"
+				  "\"kernel_messages_up\":%llu,"
+				  "\"kernel_messages_down\":%llu",
 				  path_str(f->up.mode), path_str(f->down.mode),
 				  (long long)(q_up > 0 ? q_up : 0),
-				  (long long)(q_down > 0 ? q_down : 0));
+				  (long long)(q_down > 0 ? q_down : 0),
+				  (unsigned long long)kpath_dir_skbs(f->c.slot),
+				  (unsigned long long)kpath_dir_skbs(f->u.slot));
 		}
 		if (f->reason) {
 			sb_printf(sb, ",\"reason\":");

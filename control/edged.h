@@ -142,6 +142,7 @@ struct dir {
 	int done;          /* FIN propagated (dst shut) */
 	uint64_t injected; /* bytes userspace wrote to dst not from src */
 	uint64_t user_bytes; /* src bytes userspace moved (prefix, relay) */
+	uint64_t seen_msgs, seen_bytes; /* kernel counters at the last tick */
 	/* userspace relay */
 	char *buf;
 	size_t buf_off, buf_len;
@@ -273,6 +274,7 @@ int kpath_splice_client(struct flow *f, char *why, size_t whylen);
 void kpath_unsplice(struct flow *f);
 uint64_t kpath_dir_bytes(int slot);
 uint64_t kpath_dir_last_ns(int slot);
+uint64_t kpath_dir_skbs(int slot);
 int kpath_backlog(struct dir *d, int64_t *backlog);
 int kpath_pause(struct dir *d);
 void kpath_set_limit(struct dir *d, uint64_t limit);

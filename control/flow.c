@@ -1129,6 +1129,58 @@ static void flow_watch_tick(struct flow *f)
 	flow_progress(f);
 }
 
+/*
+ * datapath auto: a direction that moves many small messages leaves the
+ * kernel. Each redirected skb is sent on its own by a kernel worker, so
+ * 1 KiB writes ran at 0.39 Gbit/s in the kernel against 1.85 in the
+ * splice relay (and 1.88 direct); latency was the same on both paths.
+ * Larger writes reach the verdict as big messages (strparser hands over
+ * whatever is queued) and stay in the kernel. Checked every 100 ms.
+ */
+#define AUTO_MIN_MSGS 2000 /* per 100 ms window: 20,000 messages/s */
+#define AUTO_SMALL_MSG 8192
+
+static void flow_auto_check(struct flow *f)
+{
+	struct dir *dirs[2] = { &f->up, &f->down };
+	int i;
+
+	if (f->lc->datapath != DP_AUTO || f->killing)
+		return;
+	for (i = 0; i < 2; i++) {
+		struct dir *d = dirs[i];
+		uint64_t msgs, bytes, dm, db;
+
+		if (d->mode != PATH_SOCKMAP || d->paused || d->done)
+			continue;
+		msgs = kpath_dir_skbs(d->src->slot);
+		bytes = kpath_dir_bytes(d->src->slot);
+		dm = msgs - d->seen_msgs;
+		db = bytes - d->seen_bytes;
+		d->seen_msgs = msgs;
+		d->seen_bytes = bytes;
+		if (dm < AUTO_MIN_MSGS || db / dm >= AUTO_SMALL_MSG)
+			continue;
+		if (kpath_pause(d))
+			continue;
+		d->to_user = 1;
+		{
+			char why[160];
+
+			snprintf(why, sizeof(why),
+				 "auto: %s moves small messages (%llu B average, "
+				 "%llu/s): relayed with splice",
+				 d == &f->up ? "client->upstream" :
+					       "upstream->client",
+				 (unsigned long long)(db / dm),
+				 (unsigned long long)dm * 10);
+			flow_set_reason(f, why);
+			log_info("flow id=%llu %s", (unsigned long long)f->id, why);
+		}
+		watch(f);
+	}
+}
+
 void flow_tick(uint64_t now)
 {
 	static uint64_t last_slow;
@@ -1177,6 +1229,9 @@ void flow_tick(uint64_t now)
 			}
 			break;
 		case FS_RUNNING:
+			flow_auto_check(f);
+			if (f->state != FS_RUNNING)
+				break;
 			last = flow_last_ms(f);
 			if (last > now)
 				last = now;

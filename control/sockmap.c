@@ -266,6 +266,13 @@ uint64_t kpath_dir_last_ns(int slot)
 			       __ATOMIC_RELAXED);
 }
 
+uint64_t kpath_dir_skbs(int slot)
+{
+	if (slot < 0 || !kp_state.stats)
+		return 0;
+	return __atomic_load_n(&kp_state.stats[slot].skbs, __ATOMIC_RELAXED);
+}
+
 void kpath_set_limit(struct dir *d, uint64_t limit)
 {
 	__atomic_store_n(&kp_state.ctl[d->src->slot].limit, limit,

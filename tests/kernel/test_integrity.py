@@ -53,7 +53,9 @@ def gate(extra, runs, nbytes, wsize, kernel_only):
     return e
 
 
-BIG = "limits:\n  kernel_backlog: 4GiB\n"
+# The gate proper: the kernel path only (datapath auto would move small-
+# message directions to userspace), and a bound no run reaches.
+BIG = "datapath: sockmap\nlimits:\n  kernel_backlog: 4GiB\n"
 
 
 @test
@@ -77,6 +79,59 @@ def test_default_bound_16k():
     e = gate("", 5, 512 * MiB, 16384, False)
     moved = sum(1 for l in e.close_lines() if "path_up=splice" in l or "path_down=splice" in l)
     print("  %d of 5 runs moved a direction to userspace" % moved)
+
+
+@test
+def test_auto_small_writes_move_to_userspace():
+    """datapath auto moves a direction of small messages (1 KiB writes with
+    TCP_NODELAY, as iperf3 -l 1K does) to the splice relay mid-stream, where
+    they move faster; the stream must stay exact through the move."""
+    import hashlib
+    import random
+    import socket
+    import threading
+    srv = EchoServer(mode="echo")
+    port = free_port()
+    e = Edged("""  - name: auto
+    bind: ["127.0.0.1:%d"]
+    routes:
+      - upstream: "%s"
+""" % (port, srv.addr))
+    for run in range(3):
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        block = random.Random(run).randbytes(1 << 20)
+        total = 64 * MiB
+        want = hashlib.sha256()
+        got = {"h": hashlib.sha256(), "n": 0}
+
+        def reader():
+            s.settimeout(30)
+            while got["n"] < total:
+                b = s.recv(1 << 20)
+                if not b:
+                    break
+                got["h"].update(b)
+                got["n"] += len(b)
+        t = threading.Thread(target=reader)
+        t.start()
+        off = 0
+        while off < total:
+            i = off % len(block)
+            chunk = block[i:i + 1024]
+            s.sendall(chunk)
+            want.update(chunk)
+            off += len(chunk)
+        s.shutdown(socket.SHUT_WR)
+        t.join(60)
+        eq(got["n"], total, "run %d: bytes echoed" % run)
+        eq(got["h"].hexdigest(), want.hexdigest(), "run %d: echo hash" % run)
+        s.settimeout(10)
+        eq(s.recv(1), b"", "run %d: EOF" % run)
+        s.close()
+    lines = wait_for(lambda: len(e.close_lines()) == 3 and e.close_lines(), 5, "close lines")
+    moved = [l for l in lines if "reason=auto:" in l and "path_up=splice" in l]
+    check(len(moved) >= 2, "runs moved to userspace by auto: %d of 3\n%s" % (len(moved), "\n".join(lines)))
 
 
 if __name__ == "__main__":

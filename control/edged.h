@@ -86,6 +86,18 @@ enum end_cause {
 const char *end_cause_str(int cause);
 
 enum path_kind { PATH_SOCKMAP = 0, PATH_SPLICE, PATH_COPY, PATH__COUNT };
+
+/* Why a flow, or one direction of it, is not in the kernel. */
+enum fallback_reason {
+	FB_KERNEL_UNAVAILABLE, /* BPF not loaded */
+	FB_CLIENT_HALF_CLOSED, /* client FIN before the hand-off */
+	FB_UPSTREAM_HALF_CLOSED,
+	FB_REFUSED,        /* other sockmap errors, no free slot */
+	FB_KERNEL_BACKLOG, /* left the kernel: queue over its bound */
+	FB_AUTO_SMALL,     /* left the kernel: auto, small messages */
+	FB__COUNT
+};
+const char *fallback_str(int reason);
 const char *path_str(int path);
 
 struct listener_stats {
@@ -97,7 +109,8 @@ struct listener_stats {
 	uint64_t hello_failures;
 	uint64_t hello_timeouts;
 	uint64_t paths[PATH__COUNT];
-	uint64_t fallbacks;
+	uint64_t fallbacks; /* flows not spliced at the hand-off */
+	uint64_t fallback_reasons[FB__COUNT]; /* and directions that left */
 };
 
 struct listener_sock {

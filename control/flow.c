@@ -63,6 +63,28 @@ const char *end_cause_str(int cause)
 	return end_names[cause];
 }
 
+const char *fallback_str(int reason)
+{
+	static const char *const names[FB__COUNT] = {
+		[FB_KERNEL_UNAVAILABLE] = "kernel_path_unavailable",
+		[FB_CLIENT_HALF_CLOSED] = "client_half_closed",
+		[FB_UPSTREAM_HALF_CLOSED] = "upstream_half_closed",
+		[FB_REFUSED] = "refused",
+		[FB_KERNEL_BACKLOG] = "kernel_backlog",
+		[FB_AUTO_SMALL] = "auto_small_messages",
+	};
+
+	return reason >= 0 && reason < FB__COUNT ? names[reason] : "refused";
+}
+
+static int fallback_of(const char *why)
+{
+	if (strstr(why, "not ESTABLISHED"))
+		return strstr(why, "client") ? FB_CLIENT_HALF_CLOSED :
+					       FB_UPSTREAM_HALF_CLOSED;
+	return FB_REFUSED;
+}
+
 const char *path_str(int path)
 {
 	switch (path) {
@@ -418,6 +440,7 @@ static void flow_handoff(struct flow *f)
 			f->path = PATH_SPLICE;
 			flow_set_reason(f, why);
 			FLOW_STAT(f, fallbacks, ++);
+			FLOW_STAT(f, fallback_reasons[fallback_of(why)], ++);
 			if (relay_init(&f->up, PATH_SPLICE)) {
 				flow_end(f, END_ERROR, 1);
 				return;
@@ -426,11 +449,13 @@ static void flow_handoff(struct flow *f)
 			f->path = PATH_SPLICE;
 			flow_set_reason(f, why);
 			FLOW_STAT(f, fallbacks, ++);
+			FLOW_STAT(f, fallback_reasons[fallback_of(why)], ++);
 		}
 	} else if (dp == DP_AUTO || dp == DP_SOCKMAP) {
 		f->path = PATH_SPLICE;
 		flow_set_reason(f, edge.kp_why);
 		FLOW_STAT(f, fallbacks, ++);
+		FLOW_STAT(f, fallback_reasons[FB_KERNEL_UNAVAILABLE], ++);
 	} else {
 		f->path = user_mode;
 		flow_set_reason(f, dp == DP_COPY ? "datapath: copy configured" :
@@ -1009,6 +1034,7 @@ void flow_kernel_event(int slot)
 	if (backlog > (int64_t)kpath_high()) {
 		if (kpath_pause(d) == 0) {
 			d->to_user = 1;
+			FLOW_STAT(f, fallback_reasons[FB_KERNEL_BACKLOG], ++);
 			log_debug("flow %llu: paused %s (%lld bytes queued)",
 				  (unsigned long long)f->id,
 				  d == &f->up ? "up" : "down",
@@ -1164,6 +1190,7 @@ static void flow_auto_check(struct flow *f)
 		if (kpath_pause(d))
 			continue;
 		d->to_user = 1;
+		FLOW_STAT(f, fallback_reasons[FB_AUTO_SMALL], ++);
 		{
 			char why[160];
 

@@ -87,11 +87,16 @@ static void json_counters(struct strbuf *sb, const struct listener_stats *st,
 			  (unsigned long long)st->hello_timeouts);
 	sb_printf(sb,
 		  "\"fallbacks\":%llu,\"paths\":{\"sockmap\":%llu,"
-		  "\"splice\":%llu,\"copy\":%llu},\"closed\":{",
+		  "\"splice\":%llu,\"copy\":%llu},",
 		  (unsigned long long)st->fallbacks,
 		  (unsigned long long)st->paths[PATH_SOCKMAP],
 		  (unsigned long long)st->paths[PATH_SPLICE],
 		  (unsigned long long)st->paths[PATH_COPY]);
+	sb_printf(sb, "\"fallback_reasons\":{");
+	for (k = 0; k < FB__COUNT; k++)
+		sb_printf(sb, "%s\"%s\":%llu", k ? "," : "", fallback_str(k),
+			  (unsigned long long)st->fallback_reasons[k]);
+	sb_printf(sb, "},\"closed\":{");
 	for (k = 1; k < END__COUNT; k++)
 		sb_printf(sb, "%s\"%s\":%llu", k > 1 ? "," : "",
 			  end_cause_str(k), (unsigned long long)st->closed[k]);
@@ -300,6 +305,21 @@ void stats_prometheus(struct strbuf *sb)
 				sb_printf(sb, ",cause=\"%s\"} %llu\n",
 					  end_cause_str(k),
 					  (unsigned long long)sn.r[i][j].closed[k]);
+			}
+		}
+	}
+	prom_head(sb, "edge_kernel_path_exits_total", "counter",
+		  "Flows not spliced at the hand-off, and directions that left "
+		  "the kernel, by reason.");
+	for (i = 0; i < edge.nlisteners; i++) {
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
+
+		for (j = 0; j < lc->nroutes; j++) {
+			for (k = 0; k < FB__COUNT; k++) {
+				sb_printf(sb, "edge_kernel_path_exits_total");
+				prom_labels(sb, lc->name, lc->routes[j].name);
+				sb_printf(sb, ",reason=\"%s\"} %llu\n", fallback_str(k),
+					  (unsigned long long)sn.r[i][j].fallback_reasons[k]);
 			}
 		}
 	}

@@ -168,6 +168,10 @@ def test_fallback_without_bpf():
     check("cannot load" in st["kernel_path"]["reason"], st["kernel_path"]["reason"])
     rc, out = client("127.0.0.1:%d" % port, 64 * MiB)
     eq(rc, 0, out)
+    r = subprocess.run([EDGECTL, "-s", sock, "-j", "stats"], capture_output=True, text=True,
+                       timeout=10)
+    l0 = json.loads(r.stdout)["listeners"][0]
+    eq(l0["fallback_reasons"]["kernel_path_unavailable"], 1, "fallback reason counted")
     stop(p)
     text = open(os.path.join(d, "log")).read()
     check("kernel path unavailable" in text, text)

@@ -243,6 +243,7 @@ def test_stats_after_known_traffic():
     # in userspace and counted as fallbacks.
     eq(g["paths"]["sockmap"] + g["paths"]["splice"], 3, "good.paths")
     eq(g["fallbacks"], g["paths"]["splice"], "good.fallbacks")
+    eq(g["fallback_reasons"]["client_half_closed"], g["fallbacks"], "fallback reasons")
     eq(g["active"], 0, "good.active")
     eq(t["accepted"], 3, "tls.accepted")
     eq(t["client_hello_timeouts"], 1, "tls.client_hello_timeouts")
@@ -296,6 +297,8 @@ def test_metrics_endpoint():
     eq(samples['edge_flows_by_path_total{listener="m",route="r",path="sockmap"}']
        + samples['edge_flows_by_path_total{listener="m",route="r",path="splice"}'], 2, "paths")
     eq(samples["edge_kernel_path_loaded"], 1, "kernel path loaded")
+    check('edge_kernel_path_exits_total{listener="m",route="r",reason="client_half_closed"}' in samples,
+          "exits by reason")
     eq(types["edge_bytes_total"], "counter", "type")
     eq(types["edge_connections_active"], "gauge", "type")
     try:

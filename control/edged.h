@@ -204,6 +204,10 @@ struct flow {
 	struct list watch; /* edge.watch: draining or paused */
 	int watched;
 	int killing; /* edgectl kill: finish what is queued, then FIN */
+	int resetting; /* a side was reset: deliver its last bytes, then RST */
+	int reset_cause;
+	struct dir *reset_dir; /* the direction out of the reset side */
+	uint64_t reset_deadline_ms;
 };
 
 struct kpath; /* sockmap.c */

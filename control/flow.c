@@ -26,6 +26,8 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <unistd.h>
 #include <linux/tcp.h>
 
@@ -223,7 +225,7 @@ static void flow_update_events(struct flow *f)
 			side_set_events(s, 0, 0);
 			continue;
 		}
-		if (!s->fin) {
+		if (!s->fin && !out->done) {
 			if (out->mode == PATH_SOCKMAP)
 				want |= EPOLLRDHUP;
 			else if (!relay_has_pending(out) && !f->killing)
@@ -782,6 +784,10 @@ static void flow_progress(struct flow *f)
 	struct dir *dirs[2] = { &f->up, &f->down };
 	int i, need_watch = 0;
 
+	if (f->resetting) { /* the watch tick decides when to close */
+		flow_update_events(f);
+		return;
+	}
 	for (i = 0; i < 2; i++) {
 		struct dir *d = dirs[i];
 
@@ -819,6 +825,55 @@ static void flow_progress(struct flow *f)
 	flow_update_events(f);
 }
 
+/*
+ * A side was reset (or failed). What it sent before the RST may still be
+ * on its way to the other side, in the kernel's queue for the peer or in
+ * a relay buffer: a direct client would get those bytes, then the RST (a
+ * mail server's "421" before it resets, for one). So: stop the direction
+ * toward the dead socket, let the other drain into the peer's send queue
+ * and be acknowledged (at most RESET_LINGER_MS), then reset the peer.
+ */
+#define RESET_LINGER_MS 1000
+
+static void flow_reset_from(struct flow *f, struct side *s)
+{
+	struct dir *out = dir_from(f, s), *in = dir_to(f, s);
+
+	if (f->resetting)
+		return;
+	f->resetting = 1;
+	f->reset_cause = s == &f->c ? END_CLIENT_RESET : END_UPSTREAM_RESET;
+	f->reset_dir = out;
+	f->reset_deadline_ms = now_ms() + RESET_LINGER_MS;
+	s->fin = 1;
+	side_set_events(s, 0, 0);
+	if (in->mode == PATH_SOCKMAP && !in->paused && !in->done)
+		kpath_pause(in);
+	in->done = 1; /* nothing more goes to the dead socket */
+	watch(f);
+	flow_update_events(f);
+}
+
+/* Returns 1 once the reset flow may be closed. */
+static int flow_reset_drained(struct flow *f)
+{
+	struct dir *d = f->reset_dir;
+	int64_t backlog = 0;
+	int outq = 0;
+
+	if (now_ms() >= f->reset_deadline_ms || d->done)
+		return 1;
+	if (d->mode == PATH_SOCKMAP) {
+		if (kpath_backlog(d, &backlog) || backlog > 0)
+			return kpath_backlog(d, &backlog) != 0;
+	} else if (relay_has_pending(d)) {
+		return 0;
+	}
+	if (ioctl(d->dst->fd, SIOCOUTQ, &outq) == -1)
+		return 1;
+	return outq == 0;
+}
+
 static void flow_running_event(struct flow *f, struct side *s,
 			       uint32_t events)
 {
@@ -827,8 +882,7 @@ static void flow_running_event(struct flow *f, struct side *s,
 	int err;
 
 	if (events & EPOLLERR || ((events & EPOLLHUP) && sock_error(s->fd))) {
-		flow_end(f, s == &f->c ? END_CLIENT_RESET : END_UPSTREAM_RESET,
-			 1);
+		flow_reset_from(f, s);
 		return;
 	}
 	if (out->mode != PATH_SOCKMAP &&
@@ -859,6 +913,11 @@ static void flow_running_event(struct flow *f, struct side *s,
 	flow_progress(f);
 	return;
 fail:
+	if (failed == s && out->mode != PATH_SOCKMAP) {
+		/* Reading the reset side failed: deliver what we hold. */
+		flow_reset_from(f, s);
+		return;
+	}
 	flow_end(f, failed == &f->c ? END_CLIENT_RESET : END_UPSTREAM_RESET, 1);
 }
 
@@ -1139,6 +1198,11 @@ static void flow_watch_tick(struct flow *f)
 
 	if (f->killing) {
 		flow_kill_tick(f);
+		return;
+	}
+	if (f->resetting) {
+		if (flow_reset_drained(f))
+			flow_end(f, f->reset_cause, 1);
 		return;
 	}
 	for (i = 0; i < 2; i++) {

@@ -136,7 +136,8 @@ int kpath_open(int slots, char *why, size_t whylen)
 	err = edge_bpf__load(skel);
 	if (err) {
 		snprintf(why, whylen,
-			 "cannot load the BPF programs: %s (needs CAP_BPF and "
+			 "cannot load the BPF programs: %s (needs CAP_BPF, "
+			 "CAP_PERFMON and "
 			 "CAP_NET_ADMIN, and a kernel with BTF and "
 			 "bpf_cast_to_kern_ctx, 6.2+)",
 			 strerror(-err));

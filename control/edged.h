@@ -135,6 +135,7 @@ struct side {
 	struct flow *f;
 	int fd;
 	int slot;        /* kernel path slot, -1 if none */
+	uint64_t cookie; /* SO_COOKIE, once in sock_slot (0: not) */
 	uint32_t events; /* epoll mask registered, or (uint32_t)-1 if not */
 	int fin;         /* the peer sent FIN (we read EOF) */
 	int shut;        /* we sent FIN (shutdown SHUT_WR) */
@@ -288,7 +289,7 @@ int kpath_open(int slots, char *why, size_t whylen);
 void kpath_close(void);
 int kpath_splice_upstream(struct flow *f, char *why, size_t whylen);
 int kpath_splice_client(struct flow *f, char *why, size_t whylen);
-void kpath_unsplice(struct flow *f);
+void kpath_unsplice(struct flow *f, int closing);
 uint64_t kpath_dir_bytes(int slot);
 uint64_t kpath_dir_last_ns(int slot);
 uint64_t kpath_dir_skbs(int slot);

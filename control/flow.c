@@ -334,7 +334,7 @@ static void flow_end(struct flow *f, int cause, int reset)
 	FLOW_STAT(f, closed[cause], ++);
 	FLOW_STAT(f, active, --);
 	/* Delete the plain HASH entries while the cookies are valid. */
-	kpath_unsplice(f);
+	kpath_unsplice(f, 1);
 	side_close(&f->c, reset);
 	side_close(&f->u, reset);
 	flow_free(f);

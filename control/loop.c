@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * loop.c - the event loop: level-triggered epoll, one timerfd tick (2 ms
+ * loop.c - the event loop: level-triggered epoll, one timerfd tick (250 us
  * while some flow is draining or paused, 50 ms otherwise), a signalfd, and
- * the kernel path's event ring.
+ * the kernel path's event ring. The fast tick is short because a FIN
+ * waits for it when the bytes before it are still in the kernel's queue:
+ * at 2 ms it capped a connect/exchange/close client at ~950 flows/s.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,7 +18,7 @@
 #include "edged.h"
 #include "log.h"
 
-#define TICK_FAST_MS 2
+#define TICK_FAST_US 250
 #define TICK_SLOW_MS 50
 
 static int timer_fd = -1, signal_fd = -1;
@@ -52,10 +54,10 @@ void loop_del(int fd)
 
 static void timer_arm(int fast)
 {
-	long ms = fast ? TICK_FAST_MS : TICK_SLOW_MS;
+	long ns = fast ? TICK_FAST_US * 1000L : TICK_SLOW_MS * 1000000L;
 	struct itimerspec its = {
-		.it_interval = { .tv_sec = 0, .tv_nsec = ms * 1000000L },
-		.it_value = { .tv_sec = 0, .tv_nsec = ms * 1000000L },
+		.it_interval = { .tv_sec = 0, .tv_nsec = ns },
+		.it_value = { .tv_sec = 0, .tv_nsec = ns },
 	};
 
 	tick_fast = fast;

@@ -312,7 +312,7 @@ static int sock_cookie(int fd, uint64_t *cookie)
  * when a hand-off fails halfway, and at close). close() would remove them
  * from the SOCKHASHes too; the plain HASH entries must be deleted here.
  */
-void kpath_unsplice(struct flow *f)
+void kpath_unsplice(struct flow *f, int closing)
 {
 	struct kpath *kp = &kp_state;
 	struct side *s[2] = { &f->c, &f->u };
@@ -322,14 +322,17 @@ void kpath_unsplice(struct flow *f)
 		return;
 	for (i = 0; i < 2; i++) {
 		uint32_t key = (uint32_t)s[i]->slot;
-		uint64_t cookie;
 
 		if (s[i]->slot < 0)
 			continue;
-		bpf_map_delete_elem(kp->splice_fd, &key);
-		bpf_map_delete_elem(kp->targets_fd, &key);
-		if (s[i]->fd >= 0 && !sock_cookie(s[i]->fd, &cookie))
-			bpf_map_delete_elem(kp->slot_fd, &cookie);
+		/* close() removes a socket from the SOCKHASHes itself. */
+		if (!closing) {
+			bpf_map_delete_elem(kp->splice_fd, &key);
+			bpf_map_delete_elem(kp->targets_fd, &key);
+		}
+		if (s[i]->cookie)
+			bpf_map_delete_elem(kp->slot_fd, &s[i]->cookie);
+		s[i]->cookie = 0;
 		slot_put(s[i]->slot);
 		s[i]->slot = -1;
 	}
@@ -400,6 +403,7 @@ int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 				 strerror(-err));
 			goto undo;
 		}
+		s[i]->cookie = cookie;
 		if (bpf_map_update_elem(kp->targets_fd, &key, &val, BPF_ANY)) {
 			err = -errno;
 			snprintf(why, whylen, "%s socket refused by sockmap: %s",
@@ -420,7 +424,7 @@ int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 	}
 	return 0;
 undo:
-	kpath_unsplice(f);
+	kpath_unsplice(f, 0);
 	return err;
 }
 

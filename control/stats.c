@@ -16,7 +16,21 @@ struct snapshot {
 	struct listener_stats **r; /* per listener, per route */
 };
 
-static int snapshot_take(struct snapshot *sn)
+static void snapshot_free(struct snapshot *sn);
+static int snapshot_fill(struct snapshot *sn);
+
+/* snapshot_take - 0, or -1 with @sb marked out of memory. */
+static int snapshot_take(struct snapshot *sn, struct strbuf *sb)
+{
+	if (snapshot_fill(sn)) {
+		snapshot_free(sn);
+		sb->oom = 1;
+		return -1;
+	}
+	return 0;
+}
+
+static int snapshot_fill(struct snapshot *sn)
 {
 	struct list *it;
 	int i;
@@ -108,11 +122,8 @@ void stats_json(struct strbuf *sb)
 	struct snapshot sn = { 0 };
 	int i, j;
 
-	if (snapshot_take(&sn)) {
-		snapshot_free(&sn);
-		sb->oom = 1;
+	if (snapshot_take(&sn, sb))
 		return;
-	}
 	sb_printf(sb, "{\"uptime_ms\":%llu,\"flows\":%llu,\"kernel_path\":",
 		  (unsigned long long)(now_ms() - edge.start_ms),
 		  (unsigned long long)edge.nflows);
@@ -243,11 +254,8 @@ void stats_prometheus(struct strbuf *sb)
 	size_t m;
 	int i, j, k;
 
-	if (snapshot_take(&sn)) {
-		snapshot_free(&sn);
-		sb->oom = 1;
+	if (snapshot_take(&sn, sb))
 		return;
-	}
 	prom_head(sb, "edge_uptime_seconds", "gauge", "Seconds since edged started.");
 	sb_printf(sb, "edge_uptime_seconds %.3f\n",
 		  (double)(now_ms() - edge.start_ms) / 1000.0);
@@ -346,11 +354,8 @@ void stats_text(struct strbuf *sb)
 	struct snapshot sn = { 0 };
 	int i, j;
 
-	if (snapshot_take(&sn)) {
-		snapshot_free(&sn);
-		sb->oom = 1;
+	if (snapshot_take(&sn, sb))
 		return;
-	}
 	sb_printf(sb, "uptime %llus, %llu live flows, kernel path: %s\n\n",
 		  (unsigned long long)((now_ms() - edge.start_ms) / 1000),
 		  (unsigned long long)edge.nflows,

@@ -85,8 +85,8 @@ struct raw_config {
 
 #define CONFIG_FILE_MAX (1024 * 1024)
 
-#define STR_FIELD(key, st, member)                                             \
-	CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,  \
+#define STR_FIELD(key, st, member)                                            \
+	CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, \
 			       st, member, 0, CYAML_UNLIMITED)
 
 static const cyaml_schema_value_t str_entry = {
@@ -121,10 +121,9 @@ static const cyaml_schema_field_t route_fields[] = {
 	CYAML_FIELD_SEQUENCE("sni", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
 			     struct raw_route, sni, &str_entry, 0,
 			     CYAML_UNLIMITED),
-	CYAML_FIELD_SEQUENCE("upstream",
-			     CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-			     struct raw_route, upstream, &str_entry, 0,
-			     CYAML_UNLIMITED),
+	CYAML_FIELD_SEQUENCE(
+		"upstream", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+		struct raw_route, upstream, &str_entry, 0, CYAML_UNLIMITED),
 	STR_FIELD("proxy_protocol", struct raw_route, proxy_protocol),
 	CYAML_FIELD_MAPPING_PTR("health_check",
 				CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -183,23 +182,27 @@ static const cyaml_schema_value_t top_schema = {
 /* ---- pass 1: positions, unknown and duplicate keys ---- */
 
 /* Keys allowed in each kind of mapping (must match the schema above). */
-static const char *const keys_top[] = { "control_socket",
-					"control_socket_group", "metrics",
-					"user", "drain_timeout",
-					"resolve_interval", "datapath",
-					"timeouts", "limits", "listeners",
-					NULL };
-static const char *const keys_timeouts[] = { "connect", "client_hello", "idle",
-					     "half_closed", NULL };
-static const char *const keys_limits[] = { "kernel_backlog", "max_flows",
-					   "per_source", NULL };
-static const char *const keys_listener[] = { "name", "bind", "datapath",
-					     "max_flows", "routes", NULL };
-static const char *const keys_route[] = { "name", "sni", "upstream",
-					  "proxy_protocol", "health_check",
-					  NULL };
-static const char *const keys_health[] = { "interval", "timeout", "rise",
-					   "fall", NULL };
+static const char *const keys_top[] = {"control_socket",
+				       "control_socket_group",
+				       "metrics",
+				       "user",
+				       "drain_timeout",
+				       "resolve_interval",
+				       "datapath",
+				       "timeouts",
+				       "limits",
+				       "listeners",
+				       NULL};
+static const char *const keys_timeouts[] = {"connect", "client_hello", "idle",
+					    "half_closed", NULL};
+static const char *const keys_limits[] = {"kernel_backlog", "max_flows",
+					  "per_source", NULL};
+static const char *const keys_listener[] = {"name",	 "bind",   "datapath",
+					    "max_flows", "routes", NULL};
+static const char *const keys_route[] = {
+	"name", "sni", "upstream", "proxy_protocol", "health_check", NULL};
+static const char *const keys_health[] = {"interval", "timeout", "rise", "fall",
+					  NULL};
 
 struct pos {
 	char *path; /* "listeners[0].routes[1].upstream" */
@@ -356,10 +359,10 @@ static const char *const *keys_for(const char *path)
 struct frame {
 	int is_map;
 	char path[512];
-	int index;      /* sequences: next entry index */
-	int want_key;   /* mappings: next scalar is a key */
+	int index; /* sequences: next entry index */
+	int want_key; /* mappings: next scalar is a key */
 	char key[128]; /* mappings: current key */
-	char **seen;    /* mappings: keys seen (duplicate check) */
+	char **seen; /* mappings: keys seen (duplicate check) */
 	size_t nseen;
 };
 
@@ -427,8 +430,10 @@ static int pass_positions(struct loader *ld, const char *text, size_t len)
 		switch (ev.type) {
 		case YAML_SCALAR_EVENT:
 			if (is_key) {
-				const char *k = (const char *)ev.data.scalar.value;
-				const char *const *allowed = keys_for(top->path);
+				const char *k =
+					(const char *)ev.data.scalar.value;
+				const char *const *allowed =
+					keys_for(top->path);
 				size_t i;
 				int ok = 0;
 
@@ -446,11 +451,17 @@ static int pass_positions(struct loader *ld, const char *text, size_t len)
 				for (i = 0; i < top->nseen; i++)
 					if (!strcmp(top->seen[i], k))
 						cfg_err(ld,
-							(int)ev.start_mark.line + 1,
-							(int)ev.start_mark.column + 1,
-							"duplicate key '%s'", k);
-				char **ns = realloc(top->seen, (top->nseen + 1) *
-								       sizeof(char *));
+							(int)ev.start_mark
+									.line +
+								1,
+							(int)ev.start_mark
+									.column +
+								1,
+							"duplicate key '%s'",
+							k);
+				char **ns = realloc(top->seen,
+						    (top->nseen + 1) *
+							    sizeof(char *));
 				if (ns) {
 					top->seen = ns;
 					top->seen[top->nseen++] = strdup(k);
@@ -486,7 +497,8 @@ static int pass_positions(struct loader *ld, const char *text, size_t len)
 			if (top && !(top->is_map && top->want_key))
 				pos_add(ld, child, ev.start_mark);
 			memset(&stack[depth], 0, sizeof(stack[depth]));
-			stack[depth].is_map = ev.type == YAML_MAPPING_START_EVENT;
+			stack[depth].is_map =
+				ev.type == YAML_MAPPING_START_EVENT;
 			stack[depth].want_key = 1;
 			snprintf(stack[depth].path, sizeof(stack[depth].path),
 				 "%s", child);
@@ -672,8 +684,8 @@ const char *datapath_str(int dp)
 
 static int parse_datapath(const char *s, int *dp)
 {
-	static const char *const names[] = { "auto", "sockmap", "splice",
-					     "copy" };
+	static const char *const names[] = {"auto", "sockmap", "splice",
+					    "copy"};
 	int i;
 
 	for (i = 0; i < 4; i++) {
@@ -714,8 +726,8 @@ static void check_duration(struct loader *ld, char **s, const char *path,
 
 int config_literal_only;
 
-int upstream_resolve(const struct upstream_cfg *u,
-		     struct sockaddr_storage *out, int max, const char **why)
+int upstream_resolve(const struct upstream_cfg *u, struct sockaddr_storage *out,
+		     int max, const char **why)
 {
 	struct addrinfo hints, *res, *ai;
 	char port[8];
@@ -782,9 +794,9 @@ static void check_health(struct loader *ld, struct route *r,
 	check_duration(ld, &h->interval, sub, &r->hc_interval_ms, 0);
 	snprintf(sub, sizeof(sub), "%s.timeout", path);
 	check_duration(ld, &h->timeout, sub, &r->hc_timeout_ms, 0);
-	char **nums[2] = { &h->rise, &h->fall };
-	int *dst[2] = { &r->hc_rise, &r->hc_fall };
-	const char *names[2] = { "rise", "fall" };
+	char **nums[2] = {&h->rise, &h->fall};
+	int *dst[2] = {&r->hc_rise, &r->hc_fall};
+	const char *names[2] = {"rise", "fall"};
 	for (int i = 0; i < 2; i++) {
 		if (!*nums[i])
 			continue;
@@ -870,8 +882,8 @@ static void check_route(struct loader *ld, struct listener_cfg *l,
 		cfg_err(ld, line, col, "too many upstreams (at most %d)",
 			ROUTE_UPSTREAMS_MAX);
 	}
-	for (i = 0; rr->upstream && i < rr->upstream_count &&
-		    i < ROUTE_UPSTREAMS_MAX;
+	for (i = 0;
+	     rr->upstream && i < rr->upstream_count && i < ROUTE_UPSTREAMS_MAX;
 	     i++) {
 		struct upstream_cfg *u = &r->ups[r->nups];
 		char ipath[640];
@@ -1131,11 +1143,10 @@ void config_unref(struct edge_config *cfg)
 		config_free(cfg);
 }
 
-int config_load(const char *path, struct edge_config **out,
-		struct strbuf *errs)
+int config_load(const char *path, struct edge_config **out, struct strbuf *errs)
 {
-	struct loader ld = { .file = path, .errs = errs };
-	struct cy_capture cap = { 0 };
+	struct loader ld = {.file = path, .errs = errs};
+	struct cy_capture cap = {0};
 	cyaml_config_t cy = {
 		.log_fn = cy_log,
 		.log_ctx = &cap,
@@ -1247,7 +1258,8 @@ int config_load(const char *path, struct edge_config **out,
 		int line, col;
 
 		if (raw->control_socket[0] != '/' ||
-		    strlen(raw->control_socket) >= sizeof(cfg->control_socket)) {
+		    strlen(raw->control_socket) >=
+			    sizeof(cfg->control_socket)) {
 			pos_find(&ld, "control_socket", &line, &col);
 			cfg_err(&ld, line, col,
 				"control_socket must be an absolute path "
@@ -1307,21 +1319,24 @@ int config_load(const char *path, struct edge_config **out,
 			       "timeouts.half_closed", &cfg->half_closed_ms, 1);
 	}
 	if (raw->limits) {
-		char **v[2] = { &raw->limits->max_flows,
-				&raw->limits->per_source };
-		uint64_t *d[2] = { &cfg->max_flows, &cfg->per_source };
-		const char *k[2] = { "limits.max_flows", "limits.per_source" };
+		char **v[2] = {&raw->limits->max_flows,
+			       &raw->limits->per_source};
+		uint64_t *d[2] = {&cfg->max_flows, &cfg->per_source};
+		const char *k[2] = {"limits.max_flows", "limits.per_source"};
 
 		for (int j = 0; j < 2; j++) {
 			int line, col;
 
 			if (!*v[j] || expand(&ld, v[j], k[j]))
 				continue;
-			if (parse_count(*v[j], d[j]) || (j == 0 && *d[j] == 0)) {
+			if (parse_count(*v[j], d[j]) ||
+			    (j == 0 && *d[j] == 0)) {
 				pos_find(&ld, k[j], &line, &col);
 				cfg_err(&ld, line, col,
 					"bad %s '%s' (a count%s)", k[j] + 7,
-					*v[j], j == 0 ? " above 0" : "; 0 turns it off");
+					*v[j],
+					j == 0 ? " above 0"
+					       : "; 0 turns it off");
 			}
 		}
 	}

@@ -20,7 +20,7 @@
 
 enum datapath {
 	DP_INHERIT = -1, /* listener: use the top-level setting */
-	DP_AUTO = 0,     /* sockmap, falling back to splice per flow */
+	DP_AUTO = 0, /* sockmap, falling back to splice per flow */
 	DP_SOCKMAP,
 	DP_SPLICE,
 	DP_COPY,
@@ -36,9 +36,9 @@ struct upstream_cfg {
 
 /* Per-address health, written by the health checker (health.c). */
 struct addr_health {
-	int down;      /* marked down by health checks */
-	int streak;    /* consecutive results of the current kind */
-	int last_ok;   /* result of the last check */
+	int down; /* marked down by health checks */
+	int streak; /* consecutive results of the current kind */
+	int last_ok; /* result of the last check */
 };
 
 struct route {
@@ -47,7 +47,7 @@ struct route {
 	char **sni; /* lower-cased patterns without trailing dot */
 	size_t nsni;
 	char upstream[300]; /* display: the upstreams, comma-separated */
-	char host[256];     /* the first upstream's host and port */
+	char host[256]; /* the first upstream's host and port */
 	uint16_t port;
 	struct upstream_cfg ups[ROUTE_UPSTREAMS_MAX]; /* tried in order */
 	int nups;
@@ -69,7 +69,7 @@ struct listener_cfg {
 	int datapath; /* resolved: never DP_INHERIT after loading */
 	struct route *routes;
 	int nroutes;
-	int sni_routing;   /* some route has sni: read the ClientHello */
+	int sni_routing; /* some route has sni: read the ClientHello */
 	int default_route; /* index of the first route without sni, or -1 */
 	uint64_t max_flows; /* 0: no per-listener limit */
 };
@@ -81,18 +81,19 @@ struct edge_config {
 	char path[1024];
 	char control_socket[108];
 	long control_gid; /* control_socket_group, or -1 */
-	int metrics;      /* metrics: serve Prometheus text at metrics_addr */
+	int metrics; /* metrics: serve Prometheus text at metrics_addr */
 	struct sockaddr_storage metrics_addr;
 	int datapath;
 	uint64_t connect_ms;
 	uint64_t client_hello_ms;
-	uint64_t idle_ms;        /* 0: none */
+	uint64_t idle_ms; /* 0: none */
 	uint64_t half_closed_ms; /* 0: none */
 	uint64_t kernel_backlog; /* bytes queued in the kernel per direction */
-	uint64_t max_flows;      /* global limit on live flows */
-	uint64_t per_source;     /* live flows per client address (v6: /64); 0 off */
+	uint64_t max_flows; /* global limit on live flows */
+	uint64_t
+		per_source; /* live flows per client address (v6: /64); 0 off */
 	uint64_t drain_timeout_ms;
-	char user[64];           /* drop to this user after start-up, or "" */
+	char user[64]; /* drop to this user after start-up, or "" */
 	struct listener_cfg *listeners;
 	int nlisteners;
 };
@@ -119,8 +120,8 @@ int route_select(const struct listener_cfg *l, const char *sni);
  * upstream_resolve - resolve @u (blocking getaddrinfo) into @out (at most
  * @max). Returns the number of addresses, or -ENOENT with *why set.
  */
-int upstream_resolve(const struct upstream_cfg *u,
-		     struct sockaddr_storage *out, int max, const char **why);
+int upstream_resolve(const struct upstream_cfg *u, struct sockaddr_storage *out,
+		     int max, const char **why);
 
 /* For the fuzzer: resolve IP literals only (no DNS, no /etc/hosts). */
 extern int config_literal_only;

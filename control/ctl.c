@@ -67,7 +67,7 @@ static void json_tcp(struct strbuf *sb, const char *key, int fd)
 	static const char *const states[] = {
 		"unknown",    "established", "syn_sent",  "syn_recv",
 		"fin_wait1",  "fin_wait2",   "time_wait", "close",
-		"close_wait", "last_ack",    "listen",    "closing",
+		"close_wait", "last_ack",    "listen",	  "closing",
 	};
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
@@ -78,13 +78,14 @@ static void json_tcp(struct strbuf *sb, const char *key, int fd)
 		sb_printf(sb, "null");
 		return;
 	}
-	sb_printf(sb,
-		  "{\"state\":\"%s\",\"rtt_us\":%u,\"retrans\":%u,"
-		  "\"unacked\":%u,\"bytes_acked\":%llu,\"bytes_received\":%llu}",
-		  ti.tcpi_state < 12 ? states[ti.tcpi_state] : "unknown",
-		  ti.tcpi_rtt, ti.tcpi_total_retrans, ti.tcpi_unacked,
-		  (unsigned long long)ti.tcpi_bytes_acked,
-		  (unsigned long long)ti.tcpi_bytes_received);
+	sb_printf(
+		sb,
+		"{\"state\":\"%s\",\"rtt_us\":%u,\"retrans\":%u,"
+		"\"unacked\":%u,\"bytes_acked\":%llu,\"bytes_received\":%llu}",
+		ti.tcpi_state < 12 ? states[ti.tcpi_state] : "unknown",
+		ti.tcpi_rtt, ti.tcpi_total_retrans, ti.tcpi_unacked,
+		(unsigned long long)ti.tcpi_bytes_acked,
+		(unsigned long long)ti.tcpi_bytes_received);
 }
 
 struct flow_query {
@@ -127,7 +128,8 @@ static int sort_kind;
 
 static int flow_cmp(const void *pa, const void *pb)
 {
-	struct flow *a = *(struct flow *const *)pa, *b = *(struct flow *const *)pb;
+	struct flow *a = *(struct flow *const *)pa,
+		    *b = *(struct flow *const *)pb;
 	uint64_t ka, kb;
 
 	switch (sort_kind) {
@@ -140,7 +142,8 @@ static int flow_cmp(const void *pa, const void *pb)
 		kb = flow_idle(b, sort_now);
 		return ka < kb ? 1 : ka > kb ? -1 : 0;
 	default:
-		return a->start_ms < b->start_ms ? -1 : a->start_ms > b->start_ms;
+		return a->start_ms < b->start_ms ? -1
+						 : a->start_ms > b->start_ms;
 	}
 }
 
@@ -189,14 +192,17 @@ static void flows_json(struct strbuf *sb, const struct flow_query *q)
 		char a[ADDR_STR_MAX];
 		struct route *r = f->rt;
 
-		sb_printf(sb, "%s\n{\"id\":%llu,\"listener\":", first ? "" : ",",
+		sb_printf(sb,
+			  "%s\n{\"id\":%llu,\"listener\":", first ? "" : ",",
 			  (unsigned long long)f->id);
 		first = 0;
 		sb_json_str(sb, f->lc->name);
-		sb_printf(sb, ",\"client\":\"%s\"",
-			  addr_str((struct sockaddr *)&f->c.peer, a, sizeof(a)));
-		sb_printf(sb, ",\"local\":\"%s\"",
-			  addr_str((struct sockaddr *)&f->c.local, a, sizeof(a)));
+		sb_printf(
+			sb, ",\"client\":\"%s\"",
+			addr_str((struct sockaddr *)&f->c.peer, a, sizeof(a)));
+		sb_printf(
+			sb, ",\"local\":\"%s\"",
+			addr_str((struct sockaddr *)&f->c.local, a, sizeof(a)));
 		if (f->upstream_addr_set)
 			sb_printf(sb, ",\"upstream\":\"%s\"",
 				  addr_str((struct sockaddr *)&f->u.peer, a,
@@ -231,17 +237,18 @@ static void flows_json(struct strbuf *sb, const struct flow_query *q)
 				kpath_backlog(&f->up, &q_up);
 			if (f->down.mode == PATH_SOCKMAP)
 				kpath_backlog(&f->down, &q_down);
-			sb_printf(sb,
-				  ",\"path_up\":\"%s\",\"path_down\":\"%s\","
-				  "\"kernel_queued_up\":%lld,"
-				  "\"kernel_queued_down\":%lld,"
-				  "\"kernel_messages_up\":%llu,"
-				  "\"kernel_messages_down\":%llu",
-				  path_str(f->up.mode), path_str(f->down.mode),
-				  (long long)(q_up > 0 ? q_up : 0),
-				  (long long)(q_down > 0 ? q_down : 0),
-				  (unsigned long long)kpath_dir_skbs(f->c.slot),
-				  (unsigned long long)kpath_dir_skbs(f->u.slot));
+			sb_printf(
+				sb,
+				",\"path_up\":\"%s\",\"path_down\":\"%s\","
+				"\"kernel_queued_up\":%lld,"
+				"\"kernel_queued_down\":%lld,"
+				"\"kernel_messages_up\":%llu,"
+				"\"kernel_messages_down\":%llu",
+				path_str(f->up.mode), path_str(f->down.mode),
+				(long long)(q_up > 0 ? q_up : 0),
+				(long long)(q_down > 0 ? q_down : 0),
+				(unsigned long long)kpath_dir_skbs(f->c.slot),
+				(unsigned long long)kpath_dir_skbs(f->u.slot));
 		}
 		if (f->reason) {
 			sb_printf(sb, ",\"reason\":");
@@ -292,18 +299,24 @@ static void flows_table(struct strbuf *sb, const struct flow_query *q)
 		human_bytes(up, sizeof(up), flow_bytes_up(f));
 		human_bytes(down, sizeof(down), flow_bytes_down(f));
 		if (a < 100)
-			snprintf(age, sizeof(age), "%llus", (unsigned long long)a);
+			snprintf(age, sizeof(age), "%llus",
+				 (unsigned long long)a);
 		else if (a < 6000)
-			snprintf(age, sizeof(age), "%llum", (unsigned long long)(a / 60));
+			snprintf(age, sizeof(age), "%llum",
+				 (unsigned long long)(a / 60));
 		else if (a < 360000)
-			snprintf(age, sizeof(age), "%lluh", (unsigned long long)(a / 3600));
+			snprintf(age, sizeof(age), "%lluh",
+				 (unsigned long long)(a / 3600));
 		else
-			snprintf(age, sizeof(age), "%llud", (unsigned long long)(a / 86400));
-		sb_printf(sb, "%-5llu %-8.8s %-21.21s %-17.17s %-7.7s %5s %5s %5s\n",
-			  (unsigned long long)f->id, f->lc->name, c, u,
-			  f->state == FS_RUNNING ? path_str(f->path) :
-						   flow_state_str(f),
-			  age, up, down);
+			snprintf(age, sizeof(age), "%llud",
+				 (unsigned long long)(a / 86400));
+		sb_printf(
+			sb,
+			"%-5llu %-8.8s %-21.21s %-17.17s %-7.7s %5s %5s %5s\n",
+			(unsigned long long)f->id, f->lc->name, c, u,
+			f->state == FS_RUNNING ? path_str(f->path)
+					       : flow_state_str(f),
+			age, up, down);
 	}
 	free(v);
 }
@@ -353,10 +366,13 @@ static void route_explain(struct strbuf *sb, const char *name, const char *sni,
 			sb_json_str(sb, lc->name);
 			sb_printf(sb, ",\"sni\":");
 			sb_json_str(sb, sni);
-			sb_printf(sb, ",\"route\":null,\"action\":\"close\"}\n");
+			sb_printf(sb,
+				  ",\"route\":null,\"action\":\"close\"}\n");
 		} else {
-			sb_printf(sb, "listener %s, sni %s: no route matches and "
-				      "there is no default: the connection is closed\n",
+			sb_printf(sb,
+				  "listener %s, sni %s: no route matches and "
+				  "there is no default: the connection is "
+				  "closed\n",
 				  lc->name, sni ? sni : "(none)");
 		}
 		return;
@@ -381,15 +397,17 @@ static void route_explain(struct strbuf *sb, const char *name, const char *sni,
 				  addr_str((struct sockaddr *)&r->addrs[i], a,
 					   sizeof(a)));
 		}
-		sb_printf(sb, "],\"proxy_protocol\":\"%s\",\"authority_tlv\":%s,"
-			      "\"datapath\":\"%s\"}\n",
+		sb_printf(sb,
+			  "],\"proxy_protocol\":\"%s\",\"authority_tlv\":%s,"
+			  "\"datapath\":\"%s\"}\n",
 			  proxy_version_str(r->proxy),
 			  r->proxy == PROXY_V2 && sni ? "true" : "false",
 			  datapath_str(lc->datapath));
 		return;
 	}
 	sb_printf(sb, "listener:       %s (%s)\n", lc->name,
-		  lc->sni_routing ? "routes by SNI" : "pass-through, connects at accept");
+		  lc->sni_routing ? "routes by SNI"
+				  : "pass-through, connects at accept");
 	sb_printf(sb, "sni:            %s\n", sni ? sni : "(none)");
 	sb_printf(sb, "route:          %s%s\n", r->name,
 		  ri == lc->default_route ? " (default)" : "");
@@ -398,10 +416,12 @@ static void route_explain(struct strbuf *sb, const char *name, const char *sni,
 		char a[ADDR_STR_MAX];
 
 		sb_printf(sb, "  address %d:    %s\n", i + 1,
-			  addr_str((struct sockaddr *)&r->addrs[i], a, sizeof(a)));
+			  addr_str((struct sockaddr *)&r->addrs[i], a,
+				   sizeof(a)));
 	}
 	sb_printf(sb, "proxy_protocol: %s%s\n", proxy_version_str(r->proxy),
-		  r->proxy == PROXY_V2 && sni ? " (with AUTHORITY TLV = sni)" : "");
+		  r->proxy == PROXY_V2 && sni ? " (with AUTHORITY TLV = sni)"
+					      : "");
 	sb_printf(sb, "datapath:       %s\n", datapath_str(lc->datapath));
 }
 
@@ -449,7 +469,7 @@ static void ctl_handle(struct ctl_client *cc)
 	if (argc == 0) {
 		sb_printf(&cc->out, "error empty request\n");
 	} else if (!strcmp(argv[0], "flows")) {
-		struct flow_query q = { .json = json };
+		struct flow_query q = {.json = json};
 		int bad = 0;
 
 		for (i = 1; i < argc; i++) {
@@ -473,8 +493,10 @@ static void ctl_handle(struct ctl_client *cc)
 			}
 		}
 		if (bad) {
-			sb_printf(&cc->out, "error bad flows option (sort=age|bytes|idle, "
-					    "listener=NAME, client=ADDR)\n");
+			sb_printf(
+				&cc->out,
+				"error bad flows option (sort=age|bytes|idle, "
+				"listener=NAME, client=ADDR)\n");
 		} else {
 			sb_printf(&cc->out, "ok\n");
 			if (json)
@@ -494,12 +516,14 @@ static void ctl_handle(struct ctl_client *cc)
 		else
 			kill_flow(&cc->out, argv[1], argc == 3);
 	} else if (!strcmp(argv[0], "route") && (argc == 2 || argc == 3)) {
-		route_explain(&cc->out, argv[1], argc == 3 ? argv[2] : NULL, json);
+		route_explain(&cc->out, argv[1], argc == 3 ? argv[2] : NULL,
+			      json);
 	} else if (!strcmp(argv[0], "reload") && argc == 1) {
 		if (edge.reload_pending || edge.draining) {
 			sb_printf(&cc->out, "error %s\n",
-				  edge.draining ? "edged is stopping" :
-						  "a reload is already pending");
+				  edge.draining
+					  ? "edged is stopping"
+					  : "a reload is already pending");
 		} else {
 			/* Answered by ctl_reload_done() after this batch. */
 			edge.reload_pending = 1;
@@ -629,7 +653,8 @@ void ctl_reload_done(struct ctl_client *cc, int rc, const char *err)
 
 		for (const char *p = err; *p; p++)
 			n += *p == '\n';
-		sb_printf(&cc->out, "error reload refused, nothing changed: %.*s%s\n",
+		sb_printf(&cc->out,
+			  "error reload refused, nothing changed: %.*s%s\n",
 			  nl ? (int)(nl - err) : (int)strlen(err), err,
 			  n > 1 ? " (and more: see the log)" : "");
 	} else {
@@ -641,7 +666,7 @@ void ctl_reload_done(struct ctl_client *cc, int rc, const char *err)
 
 int ctl_open(const char *path, long gid)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	mode_t old;
 	int fd, err;
 

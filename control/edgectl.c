@@ -25,7 +25,8 @@
 
 static int json_mode;
 
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void fail(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
 
 static void fail(const char *fmt, ...)
 {
@@ -52,23 +53,31 @@ static void fail(const char *fmt, ...)
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"usage: edgectl [-s SOCKET] [-j] COMMAND [ARGS]\n"
-		"commands:\n"
-		"  flows [--sort age|bytes|idle] [--listener NAME] [--client ADDR]\n"
-		"                      live flows (table sorted by age; -j: JSON array)\n"
-		"  stats               counters per listener and route, kernel path status\n"
-		"  kill ID [--reset]   close a flow: FIN both ways once queued bytes are\n"
-		"                      delivered; --reset: abort both sides with RST\n"
-		"  route LISTENER [SNI]\n"
-		"                      which route, upstream addresses and PROXY setting a\n"
-		"                      new connection would get (connects nowhere)\n"
-		"  reload              re-read the route file (as SIGHUP); on error\n"
-		"                      nothing changes and the first problem is shown\n"
-		"  ping                check that edged answers\n"
-		"options:\n"
-		"  -s PATH  control socket (default " DEFAULT_SOCKET ")\n"
-		"  -j       JSON output\n");
+	fprintf(out, "usage: edgectl [-s SOCKET] [-j] COMMAND [ARGS]\n"
+		     "commands:\n"
+		     "  flows [--sort age|bytes|idle] [--listener NAME] "
+		     "[--client ADDR]\n"
+		     "                      live flows (table sorted by age; "
+		     "-j: JSON array)\n"
+		     "  stats               counters per listener and route, "
+		     "kernel path status\n"
+		     "  kill ID [--reset]   close a flow: FIN both ways once "
+		     "queued bytes are\n"
+		     "                      delivered; --reset: abort both "
+		     "sides with RST\n"
+		     "  route LISTENER [SNI]\n"
+		     "                      which route, upstream addresses "
+		     "and PROXY setting a\n"
+		     "                      new connection would get (connects "
+		     "nowhere)\n"
+		     "  reload              re-read the route file (as "
+		     "SIGHUP); on error\n"
+		     "                      nothing changes and the first "
+		     "problem is shown\n"
+		     "  ping                check that edged answers\n"
+		     "options:\n"
+		     "  -s PATH  control socket (default " DEFAULT_SOCKET ")\n"
+		     "  -j       JSON output\n");
 }
 
 static int valid_word(const char *s)
@@ -84,7 +93,7 @@ static int valid_word(const char *s)
 int main(int argc, char **argv)
 {
 	const char *path = DEFAULT_SOCKET;
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	char req[1024], buf[65536];
 	const char *words[8];
 	size_t len = 0, cap = 0, rl;
@@ -128,7 +137,7 @@ int main(int argc, char **argv)
 	for (i = 0; i < nwords; i++)
 		if (!valid_word(words[i]))
 			fail("bad argument '%s'", words[i]);
-	for (const char *o[] = { sort, lname, client }, **p = o; p < o + 3; p++)
+	for (const char *o[] = {sort, lname, client}, **p = o; p < o + 3; p++)
 		if (*p && !valid_word(*p))
 			fail("bad option value '%s'", *p);
 
@@ -143,7 +152,8 @@ int main(int argc, char **argv)
 			 lname ? lname : "", client ? " client=" : "",
 			 client ? client : "");
 	} else if (!strcmp(cmd, "stats") && nwords == 1) {
-		snprintf(req, sizeof(req), "stats%s\n", json_mode ? " json" : "");
+		snprintf(req, sizeof(req), "stats%s\n",
+			 json_mode ? " json" : "");
 	} else if (!strcmp(cmd, "kill") && nwords == 2) {
 		snprintf(req, sizeof(req), "kill %s%s\n", words[1],
 			 reset ? " reset" : "");

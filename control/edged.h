@@ -23,8 +23,8 @@
 #include "proxy.h"
 #include "tls.h"
 
-#define container_of(ptr, type, member)                                        \
-	((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) \
+	((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct handler {
 	void (*fn)(struct handler *h, uint32_t events);
@@ -78,9 +78,9 @@ enum end_cause {
 	END_KILLED,
 	END_SHUTDOWN,
 	END_ERROR,
-	END_LIMIT_FLOWS,    /* limits.max_flows */
+	END_LIMIT_FLOWS, /* limits.max_flows */
 	END_LIMIT_LISTENER, /* the listener's max_flows */
-	END_LIMIT_SOURCE,   /* limits.per_source */
+	END_LIMIT_SOURCE, /* limits.per_source */
 	END__COUNT
 };
 const char *end_cause_str(int cause);
@@ -92,9 +92,9 @@ enum fallback_reason {
 	FB_KERNEL_UNAVAILABLE, /* BPF not loaded */
 	FB_CLIENT_HALF_CLOSED, /* client FIN before the hand-off */
 	FB_UPSTREAM_HALF_CLOSED,
-	FB_REFUSED,        /* other sockmap errors, no free slot */
+	FB_REFUSED, /* other sockmap errors, no free slot */
 	FB_KERNEL_BACKLOG, /* left the kernel: queue over its bound */
-	FB_AUTO_SMALL,     /* left the kernel: auto, small messages */
+	FB_AUTO_SMALL, /* left the kernel: auto, small messages */
 	FB__COUNT
 };
 const char *fallback_str(int reason);
@@ -122,7 +122,7 @@ struct listener_sock {
 
 struct listener {
 	struct listener_cfg *cfg; /* in the current configuration */
-	int retired;              /* removed by a reload, kept for its flows */
+	int retired; /* removed by a reload, kept for its flows */
 	struct listener_sock socks[LISTENER_BINDS_MAX];
 	int nsocks;
 	struct listener_stats st;
@@ -134,13 +134,13 @@ struct side {
 	struct handler h;
 	struct flow *f;
 	int fd;
-	int slot;        /* kernel path slot, -1 if none */
+	int slot; /* kernel path slot, -1 if none */
 	uint64_t cookie; /* SO_COOKIE, once in sock_slot (0: not) */
 	uint32_t events; /* epoll mask registered, or (uint32_t)-1 if not */
-	int fin;         /* the peer sent FIN (we read EOF) */
-	int shut;        /* we sent FIN (shutdown SHUT_WR) */
+	int fin; /* the peer sent FIN (we read EOF) */
+	int shut; /* we sent FIN (shutdown SHUT_WR) */
 	uint64_t base_sent; /* tcpi_bytes_acked + outq before we wrote */
-	struct sockaddr_storage peer;  /* remote address */
+	struct sockaddr_storage peer; /* remote address */
 	struct sockaddr_storage local; /* our address */
 };
 
@@ -150,10 +150,10 @@ struct side {
  */
 struct dir {
 	struct side *src, *dst;
-	int mode;          /* enum path_kind */
-	int paused;        /* kernel: src deleted from sock_splice */
-	int to_user;       /* paused: continue in userspace once drained */
-	int done;          /* FIN propagated (dst shut) */
+	int mode; /* enum path_kind */
+	int paused; /* kernel: src deleted from sock_splice */
+	int to_user; /* paused: continue in userspace once drained */
+	int done; /* FIN propagated (dst shut) */
 	uint64_t injected; /* bytes userspace wrote to dst not from src */
 	uint64_t user_bytes; /* src bytes userspace moved (prefix, relay) */
 	uint64_t seen_msgs, seen_bytes; /* kernel counters at the last tick */
@@ -165,19 +165,19 @@ struct dir {
 };
 
 enum flow_state {
-	FS_HELLO,      /* reading the ClientHello */
+	FS_HELLO, /* reading the ClientHello */
 	FS_CONNECTING, /* connecting upstream */
-	FS_SENDING,    /* writing PROXY header + prefix upstream */
-	FS_RUNNING,    /* both directions moving */
+	FS_SENDING, /* writing PROXY header + prefix upstream */
+	FS_RUNNING, /* both directions moving */
 	FS_CLOSED,
 };
 
 struct flow {
 	uint64_t id;
-	struct listener *l;       /* runtime listener (stats, may be retired) */
-	struct edge_config *cfg;  /* the configuration it was accepted under */
-	struct listener_cfg *lc;  /* its listener in that configuration */
-	struct route *rt;         /* its route there, NULL before routing */
+	struct listener *l; /* runtime listener (stats, may be retired) */
+	struct edge_config *cfg; /* the configuration it was accepted under */
+	struct listener_cfg *lc; /* its listener in that configuration */
+	struct route *rt; /* its route there, NULL before routing */
 	int route; /* index in l->route_st (current config), -1 if none */
 	struct side c, u;
 	struct dir up, down; /* up: client -> upstream */
@@ -193,7 +193,7 @@ struct flow {
 	uint8_t hdr[PROXY_HDR_MAX];
 	size_t hdr_len;
 	int addr_idx; /* upstream address being tried */
-	int kspliced;  /* kpath_splice_upstream() done */
+	int kspliced; /* kpath_splice_upstream() done */
 	char kwhy[200]; /* why the kernel path was refused, if it was */
 	int upstream_addr_set;
 	uint64_t start_ms, deadline_ms, end_ms, last_ms;
@@ -201,7 +201,7 @@ struct flow {
 	uint64_t attempt_deadline_ms; /* this upstream address's share */
 	struct source_count *src; /* per_source accounting, or NULL */
 	int end;
-	struct list all;   /* edge.flows */
+	struct list all; /* edge.flows */
 	struct list watch; /* edge.watch: draining or paused */
 	int watched;
 	int killing; /* edgectl kill: finish what is queued, then FIN */
@@ -224,10 +224,10 @@ struct edge {
 	uint64_t nflows;
 	uint64_t next_id;
 	uint64_t start_ms;
-	struct kpath *kp;   /* NULL: kernel path unavailable */
-	char kp_why[256];   /* why not */
-	int stopping;       /* leave the loop */
-	int draining;       /* SIGTERM: no new flows, wait for live ones */
+	struct kpath *kp; /* NULL: kernel path unavailable */
+	char kp_why[256]; /* why not */
+	int stopping; /* leave the loop */
+	int draining; /* SIGTERM: no new flows, wait for live ones */
 	uint64_t drain_deadline_ms;
 	uint64_t watchdog_usec;
 	uint64_t watchdog_last_ms;
@@ -237,7 +237,7 @@ struct edge {
 	uint64_t accept_resume_ms;
 	int fast_tick;
 	struct flow **slot_flow; /* slot -> flow */
-	int reload_pending;     /* SIGHUP or edgectl reload, after the batch */
+	int reload_pending; /* SIGHUP or edgectl reload, after the batch */
 	struct ctl_client *reload_client; /* waiting for the answer */
 	int nslots;
 };
@@ -264,7 +264,8 @@ int listeners_reload(struct edge_config *ncfg, struct strbuf *err);
 int edge_reload(struct strbuf *err);
 
 /* flow.c */
-void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
+void flow_accept(struct listener *l, int fd,
+		 const struct sockaddr_storage *peer);
 void flow_tick(uint64_t now);
 void flow_reap(void);
 void flow_close_all(int cause);

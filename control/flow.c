@@ -82,8 +82,8 @@ const char *fallback_str(int reason)
 static int fallback_of(const char *why)
 {
 	if (strstr(why, "not ESTABLISHED"))
-		return strstr(why, "client") ? FB_CLIENT_HALF_CLOSED :
-					       FB_UPSTREAM_HALF_CLOSED;
+		return strstr(why, "client") ? FB_CLIENT_HALF_CLOSED
+					     : FB_UPSTREAM_HALF_CLOSED;
 	return FB_REFUSED;
 }
 
@@ -100,11 +100,11 @@ const char *path_str(int path)
 }
 
 /* Count on the listener and, once routed, on the route. */
-#define FLOW_STAT(f, field, op)                                                \
-	do {                                                                   \
-		(f)->l->st.field op;                                           \
-		if ((f)->route >= 0)                                           \
-			(f)->l->route_st[(f)->route].field op;                 \
+#define FLOW_STAT(f, field, op)                                \
+	do {                                                   \
+		(f)->l->st.field op;                           \
+		if ((f)->route >= 0)                           \
+			(f)->l->route_st[(f)->route].field op; \
 	} while (0)
 
 /* ---- live flows per client address (limits.per_source) ---- */
@@ -126,7 +126,8 @@ static void source_key(const struct sockaddr_storage *ss, uint8_t key[17])
 	if (ss->ss_family == AF_INET)
 		memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
 	else if (ss->ss_family == AF_INET6) /* one /64 is one source */
-		memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 8);
+		memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr,
+		       8);
 }
 
 static unsigned source_hash(const uint8_t key[17])
@@ -212,7 +213,7 @@ static struct dir *dir_to(struct flow *f, struct side *s)
 /* Recompute what each socket of a running flow must be watched for. */
 static void flow_update_events(struct flow *f)
 {
-	struct side *sides[2] = { &f->c, &f->u };
+	struct side *sides[2] = {&f->c, &f->u};
 	int i;
 
 	for (i = 0; i < 2; i++) {
@@ -269,7 +270,7 @@ uint64_t flow_bytes_down(struct flow *f)
 uint64_t flow_last_ms(struct flow *f)
 {
 	uint64_t last = f->last_ms, now = now_ms();
-	int slots[2] = { f->c.slot, f->u.slot }, i;
+	int slots[2] = {f->c.slot, f->u.slot}, i;
 
 	for (i = 0; i < 2; i++) {
 		uint64_t ns = slots[i] >= 0 ? kpath_dir_last_ns(slots[i]) : 0;
@@ -286,7 +287,7 @@ static void side_close(struct side *s, int reset)
 	if (s->fd < 0)
 		return;
 	if (reset) {
-		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
 		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
@@ -311,8 +312,8 @@ static void flow_log(struct flow *f)
 	log_info("flow id=%llu listener=%s client=%s local=%s route=%s "
 		 "sni=%s upstream=%s path=%s path_up=%s path_down=%s "
 		 "duration_ms=%llu bytes_up=%llu bytes_down=%llu end=%s%s%s",
-		 (unsigned long long)f->id, f->lc->name, client, local,
-		 route, f->has_sni ? f->sni : "-", up,
+		 (unsigned long long)f->id, f->lc->name, client, local, route,
+		 f->has_sni ? f->sni : "-", up,
 		 f->state == FS_RUNNING ? path_str(f->path) : "none",
 		 f->state == FS_RUNNING ? path_str(f->up.mode) : "none",
 		 f->state == FS_RUNNING ? path_str(f->down.mode) : "none",
@@ -460,8 +461,9 @@ static void flow_handoff(struct flow *f)
 		FLOW_STAT(f, fallback_reasons[FB_KERNEL_UNAVAILABLE], ++);
 	} else {
 		f->path = user_mode;
-		flow_set_reason(f, dp == DP_COPY ? "datapath: copy configured" :
-						   "datapath: splice configured");
+		flow_set_reason(f, dp == DP_COPY
+					   ? "datapath: copy configured"
+					   : "datapath: splice configured");
 	}
 	if (f->path != PATH_SOCKMAP && f->up.mode != PATH_SOCKMAP &&
 	    f->down.mode != PATH_SOCKMAP) {
@@ -505,7 +507,7 @@ static void flow_send_prefix(struct flow *f)
 			iov[n].iov_len = total - f->pre_sent;
 			n++;
 		}
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		w = sendmsg(f->u.fd, &mh, MSG_NOSIGNAL);
 		if (w == -1) {
 			if (errno == EAGAIN || errno == EINTR) {
@@ -557,7 +559,8 @@ static void flow_connected(struct flow *f)
 	side_set_events(&f->u, 0, 1);
 	if ((f->lc->datapath == DP_AUTO || f->lc->datapath == DP_SOCKMAP) &&
 	    edge.kp)
-		f->kspliced = !kpath_splice_upstream(f, f->kwhy, sizeof(f->kwhy));
+		f->kspliced =
+			!kpath_splice_upstream(f, f->kwhy, sizeof(f->kwhy));
 	flow_send_prefix(f);
 }
 
@@ -595,13 +598,15 @@ static void flow_connect_next(struct flow *f)
 		for (k = f->addr_idx; k < r->naddrs; k++)
 			rest += addr_usable(r, k);
 		left = f->deadline_ms > now ? f->deadline_ms - now : 0;
-		f->attempt_deadline_ms = now + left / (uint64_t)(rest ? rest : 1);
+		f->attempt_deadline_ms =
+			now + left / (uint64_t)(rest ? rest : 1);
 		int fd = socket(a->ss_family,
 				SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		char as[ADDR_STR_MAX];
 
 		if (fd == -1) {
-			log_warn("flow %llu: socket", (unsigned long long)f->id);
+			log_warn("flow %llu: socket",
+				 (unsigned long long)f->id);
 			if (errno == EMFILE || errno == ENFILE)
 				break;
 			f->addr_idx++;
@@ -667,9 +672,10 @@ static void flow_route(struct flow *f, int res)
 
 	ri = route_select(f->lc, res == TLS_FOUND_SNI ? f->sni : NULL);
 	if (ri < 0) {
-		flow_set_reason(f, res == TLS_NOT_TLS ? "not TLS, and no default route" :
-				   res == TLS_NO_SNI ? "no SNI, and no default route" :
-						       "no route matches the SNI");
+		flow_set_reason(
+			f, res == TLS_NOT_TLS  ? "not TLS, and no default route"
+			   : res == TLS_NO_SNI ? "no SNI, and no default route"
+					       : "no route matches the SNI");
 		flow_end(f, END_NO_ROUTE, 0);
 		return;
 	}
@@ -737,7 +743,8 @@ static void flow_hello_event(struct flow *f, uint32_t events)
 		{
 			char why[96];
 
-			snprintf(why, sizeof(why), "ClientHello %s after %zu bytes%s",
+			snprintf(why, sizeof(why),
+				 "ClientHello %s after %zu bytes%s",
 				 f->c.fin ? "incomplete" : tls_result_str(res),
 				 f->pre_len, f->c.fin ? ", client closed" : "");
 			flow_set_reason(f, why);
@@ -781,7 +788,7 @@ static void dir_finish(struct flow *f, struct dir *d)
 
 static void flow_progress(struct flow *f)
 {
-	struct dir *dirs[2] = { &f->up, &f->down };
+	struct dir *dirs[2] = {&f->up, &f->down};
 	int i, need_watch = 0;
 
 	if (f->resetting) { /* the watch tick decides when to close */
@@ -801,8 +808,8 @@ static void flow_progress(struct flow *f)
 			int r = dir_drained(d);
 			if (r < 0) {
 				flow_end(f,
-					 d->dst == &f->u ? END_UPSTREAM_RESET :
-							   END_CLIENT_RESET,
+					 d->dst == &f->u ? END_UPSTREAM_RESET
+							 : END_CLIENT_RESET,
 					 1);
 				return;
 			}
@@ -874,8 +881,7 @@ static int flow_reset_drained(struct flow *f)
 	return outq == 0;
 }
 
-static void flow_running_event(struct flow *f, struct side *s,
-			       uint32_t events)
+static void flow_running_event(struct flow *f, struct side *s, uint32_t events)
 {
 	struct dir *out = dir_from(f, s), *in = dir_to(f, s);
 	struct side *failed = NULL;
@@ -893,8 +899,8 @@ static void flow_running_event(struct flow *f, struct side *s,
 		if (err)
 			goto fail;
 		if (!had_fin && s->fin && !f->end)
-			f->end = s == &f->c ? END_CLIENT_CLOSED :
-					      END_UPSTREAM_CLOSED;
+			f->end = s == &f->c ? END_CLIENT_CLOSED
+					    : END_UPSTREAM_CLOSED;
 		f->last_ms = now_ms();
 	}
 	if (in->mode != PATH_SOCKMAP && (events & EPOLLOUT)) {
@@ -907,8 +913,8 @@ static void flow_running_event(struct flow *f, struct side *s,
 	    (events & (EPOLLRDHUP | EPOLLHUP))) {
 		s->fin = 1;
 		if (!f->end)
-			f->end = s == &f->c ? END_CLIENT_CLOSED :
-					      END_UPSTREAM_CLOSED;
+			f->end = s == &f->c ? END_CLIENT_CLOSED
+					    : END_UPSTREAM_CLOSED;
 	}
 	flow_progress(f);
 	return;
@@ -1008,7 +1014,8 @@ static int flow_over_limit(struct listener *l, int fd,
 	return 1;
 }
 
-void flow_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
+void flow_accept(struct listener *l, int fd,
+		 const struct sockaddr_storage *peer)
 {
 	struct source_count *src;
 	struct flow *f;
@@ -1103,7 +1110,8 @@ void flow_kernel_event(int slot)
 		return;
 	}
 	kpath_set_limit(d, kpath_dir_bytes(slot) +
-				   (kpath_high() - (uint64_t)(backlog > 0 ? backlog : 0)));
+				   (kpath_high() -
+				    (uint64_t)(backlog > 0 ? backlog : 0)));
 }
 
 /*
@@ -1143,7 +1151,7 @@ static void side_discard(struct side *s)
 /* A killed flow: once nothing is queued either way, FIN both peers. */
 static void flow_kill_tick(struct flow *f)
 {
-	struct dir *dirs[2] = { &f->up, &f->down };
+	struct dir *dirs[2] = {&f->up, &f->down};
 	int i;
 
 	for (i = 0; i < 2; i++) {
@@ -1174,7 +1182,7 @@ static void flow_kill_tick(struct flow *f)
  */
 int flow_kill(struct flow *f, int reset)
 {
-	struct dir *dirs[2] = { &f->up, &f->down };
+	struct dir *dirs[2] = {&f->up, &f->down};
 	int i;
 
 	if (reset || f->state != FS_RUNNING) {
@@ -1193,7 +1201,7 @@ int flow_kill(struct flow *f, int reset)
 
 static void flow_watch_tick(struct flow *f)
 {
-	struct dir *dirs[2] = { &f->up, &f->down };
+	struct dir *dirs[2] = {&f->up, &f->down};
 	int i;
 
 	if (f->killing) {
@@ -1232,7 +1240,7 @@ static void flow_watch_tick(struct flow *f)
 
 static void flow_auto_check(struct flow *f)
 {
-	struct dir *dirs[2] = { &f->up, &f->down };
+	struct dir *dirs[2] = {&f->up, &f->down};
 	int i;
 
 	if (f->lc->datapath != DP_AUTO || f->killing)
@@ -1259,14 +1267,16 @@ static void flow_auto_check(struct flow *f)
 			char why[160];
 
 			snprintf(why, sizeof(why),
-				 "auto: %s moves small messages (%llu B average, "
+				 "auto: %s moves small messages (%llu B "
+				 "average, "
 				 "%llu/s): relayed with splice",
-				 d == &f->up ? "client->upstream" :
-					       "upstream->client",
+				 d == &f->up ? "client->upstream"
+					     : "upstream->client",
 				 (unsigned long long)(db / dm),
 				 (unsigned long long)dm * 10);
 			flow_set_reason(f, why);
-			log_info("flow id=%llu %s", (unsigned long long)f->id, why);
+			log_info("flow id=%llu %s", (unsigned long long)f->id,
+				 why);
 		}
 		watch(f);
 	}
@@ -1297,15 +1307,17 @@ void flow_tick(uint64_t now)
 			}
 			break;
 		case FS_CONNECTING:
-			if (now < f->deadline_ms && now >= f->attempt_deadline_ms &&
+			if (now < f->deadline_ms &&
+			    now >= f->attempt_deadline_ms &&
 			    f->addr_idx + 1 < f->rt->naddrs) {
 				char as[ADDR_STR_MAX];
 
-				log_warnx("flow %llu: connect to %s: timed out, "
-					  "trying the next address",
-					  (unsigned long long)f->id,
-					  addr_str((struct sockaddr *)&f->u.peer,
-						   as, sizeof(as)));
+				log_warnx(
+					"flow %llu: connect to %s: timed out, "
+					"trying the next address",
+					(unsigned long long)f->id,
+					addr_str((struct sockaddr *)&f->u.peer,
+						 as, sizeof(as)));
 				side_close(&f->u, 0);
 				f->upstream_addr_set = 0;
 				f->addr_idx++;
@@ -1326,7 +1338,8 @@ void flow_tick(uint64_t now)
 			last = flow_last_ms(f);
 			if (last > now)
 				last = now;
-			if (edge.cfg->idle_ms && now - last >= edge.cfg->idle_ms) {
+			if (edge.cfg->idle_ms &&
+			    now - last >= edge.cfg->idle_ms) {
 				flow_end(f, END_IDLE_TIMEOUT, 0);
 				break;
 			}
@@ -1356,7 +1369,8 @@ void flow_tick(uint64_t now)
 void flow_close_all(int cause)
 {
 	while (!list_empty(&edge.flows)) {
-		struct flow *f = container_of(edge.flows.next, struct flow, all);
+		struct flow *f =
+			container_of(edge.flows.next, struct flow, all);
 
 		flow_end(f, cause, 0);
 	}

@@ -26,7 +26,7 @@ struct probe {
 	struct route *r;
 	int idx;
 	int fd;
-	uint64_t next_ms;     /* when to start the next probe */
+	uint64_t next_ms; /* when to start the next probe */
 	uint64_t deadline_ms; /* while a probe runs */
 };
 
@@ -78,8 +78,8 @@ static void probe_event(struct handler *hd, uint32_t events)
 static void probe_start(struct probe *p, uint64_t now)
 {
 	struct sockaddr_storage *a = &p->r->addrs[p->idx];
-	int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-			0);
+	int fd = socket(a->ss_family,
+			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd == -1) {
 		p->next_ms = now + p->r->hc_interval_ms;

@@ -130,7 +130,8 @@ int listeners_open(void)
 	int i, j, err;
 
 	edge.nlisteners = edge.cfg->nlisteners;
-	edge.listeners = calloc((size_t)edge.nlisteners, sizeof(*edge.listeners));
+	edge.listeners =
+		calloc((size_t)edge.nlisteners, sizeof(*edge.listeners));
 	if (!edge.listeners)
 		return -ENOMEM;
 	for (i = 0; i < edge.nlisteners; i++) {
@@ -234,11 +235,13 @@ int listeners_reload(struct edge_config *ncfg, struct strbuf *err)
 			if (elsewhere) {
 				char a[ADDR_STR_MAX];
 
-				sb_printf(err, "%s is bound by listener '%s': "
-					       "moving an address between "
-					       "listeners needs two reloads "
-					       "(remove, then add)\n",
-					  addr_str((struct sockaddr *)&lc->binds[j],
+				sb_printf(err,
+					  "%s is bound by listener '%s': "
+					  "moving an address between "
+					  "listeners needs two reloads "
+					  "(remove, then add)\n",
+					  addr_str((struct sockaddr *)&lc
+							   ->binds[j],
 						   a, sizeof(a)),
 					  elsewhere->l->cfg->name);
 				rc = -EADDRINUSE;
@@ -252,7 +255,8 @@ int listeners_reload(struct edge_config *ncfg, struct strbuf *err)
 				char a[ADDR_STR_MAX];
 
 				sb_printf(err, "cannot listen on %s: %s\n",
-					  addr_str((struct sockaddr *)&lc->binds[j],
+					  addr_str((struct sockaddr *)&lc
+							   ->binds[j],
 						   a, sizeof(a)),
 					  strerror(-rc));
 				goto undo;
@@ -283,15 +287,17 @@ int listeners_reload(struct edge_config *ncfg, struct strbuf *err)
 						    l->cfg->routes[k].name))
 						rs[j] = l->route_st[k];
 			/* Live flows: route counters by name, or none. */
-			for (struct list *it = edge.flows.next; it != &edge.flows;
-			     it = it->next) {
-				struct flow *f = container_of(it, struct flow, all);
+			for (struct list *it = edge.flows.next;
+			     it != &edge.flows; it = it->next) {
+				struct flow *f =
+					container_of(it, struct flow, all);
 
 				if (f->l != l || f->route < 0)
 					continue;
 				int nr = -1;
 				for (j = 0; j < lc->nroutes && f->rt; j++)
-					if (!strcmp(lc->routes[j].name, f->rt->name))
+					if (!strcmp(lc->routes[j].name,
+						    f->rt->name))
 						nr = j;
 				f->route = nr;
 			}
@@ -302,7 +308,8 @@ int listeners_reload(struct edge_config *ncfg, struct strbuf *err)
 				int keep = 0;
 
 				for (j = 0; j < lc->nbinds; j++)
-					if (!memcmp(&l->socks[k].addr, &lc->binds[j],
+					if (!memcmp(&l->socks[k].addr,
+						    &lc->binds[j],
 						    sizeof(lc->binds[j])))
 						keep = 1;
 				if (keep) {
@@ -310,9 +317,12 @@ int listeners_reload(struct edge_config *ncfg, struct strbuf *err)
 				} else if (l->socks[k].fd >= 0) {
 					char a[ADDR_STR_MAX];
 
-					log_info("listener %s: no longer listening on %s",
+					log_info("listener %s: no longer "
+						 "listening on %s",
 						 lc->name,
-						 addr_str((struct sockaddr *)&l->socks[k].addr,
+						 addr_str((struct sockaddr *)&l
+								  ->socks[k]
+								  .addr,
 							  a, sizeof(a)));
 					loop_del(l->socks[k].fd);
 					close(l->socks[k].fd);

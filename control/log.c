@@ -41,15 +41,15 @@ static void log_emit(int level, const char *tag, int err, const char *fmt,
 		fprintf(stderr, "%s: %s: %s\n", log_prog, tag, msg);
 }
 
-#define LOG_FN(name, level, tag, with_errno)                                   \
-	void name(const char *fmt, ...)                                        \
-	{                                                                      \
-		int saved = errno;                                             \
-		va_list ap;                                                    \
-		va_start(ap, fmt);                                             \
-		log_emit(level, tag, with_errno ? saved : 0, fmt, ap);         \
-		va_end(ap);                                                    \
-		errno = saved;                                                 \
+#define LOG_FN(name, level, tag, with_errno)                           \
+	void name(const char *fmt, ...)                                \
+	{                                                              \
+		int saved = errno;                                     \
+		va_list ap;                                            \
+		va_start(ap, fmt);                                     \
+		log_emit(level, tag, with_errno ? saved : 0, fmt, ap); \
+		va_end(ap);                                            \
+		errno = saved;                                         \
 	}
 
 LOG_FN(log_warn, LOG_LVL_WARN, "warning", 1)

@@ -27,7 +27,7 @@ static int tick_fast;
 
 int loop_add(int fd, uint32_t events, struct handler *h)
 {
-	struct epoll_event ev = { .events = events, .data.ptr = h };
+	struct epoll_event ev = {.events = events, .data.ptr = h};
 
 	if (epoll_ctl(edge.epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
 		log_warn("epoll add fd %d", fd);
@@ -38,7 +38,7 @@ int loop_add(int fd, uint32_t events, struct handler *h)
 
 int loop_mod(int fd, uint32_t events, struct handler *h)
 {
-	struct epoll_event ev = { .events = events, .data.ptr = h };
+	struct epoll_event ev = {.events = events, .data.ptr = h};
 
 	if (epoll_ctl(edge.epfd, EPOLL_CTL_MOD, fd, &ev) == -1) {
 		log_warn("epoll mod fd %d", fd);
@@ -56,8 +56,8 @@ static void timer_arm(int fast)
 {
 	long ns = fast ? TICK_FAST_US * 1000L : TICK_SLOW_MS * 1000000L;
 	struct itimerspec its = {
-		.it_interval = { .tv_sec = 0, .tv_nsec = ns },
-		.it_value = { .tv_sec = 0, .tv_nsec = ns },
+		.it_interval = {.tv_sec = 0, .tv_nsec = ns},
+		.it_value = {.tv_sec = 0, .tv_nsec = ns},
 	};
 
 	tick_fast = fast;
@@ -107,12 +107,15 @@ static void signal_event(struct handler *h, uint32_t events)
 				break;
 			}
 			/* Stop accepting; let live flows finish. */
-			log_info("SIGTERM: draining %llu flow(s) for up to %llu ms",
-				 (unsigned long long)edge.nflows,
-				 (unsigned long long)edge.cfg->drain_timeout_ms);
+			log_info(
+				"SIGTERM: draining %llu flow(s) for up to %llu "
+				"ms",
+				(unsigned long long)edge.nflows,
+				(unsigned long long)edge.cfg->drain_timeout_ms);
 			sd_notify_msg("STOPPING=1");
 			edge.draining = 1;
-			edge.drain_deadline_ms = now_ms() + edge.cfg->drain_timeout_ms;
+			edge.drain_deadline_ms =
+				now_ms() + edge.cfg->drain_timeout_ms;
 			listeners_close();
 			if (!edge.nflows)
 				edge.stopping = 1;
@@ -185,7 +188,8 @@ int loop_run(void)
 			edge.reload_client = NULL;
 			rc = edge_reload(&err);
 			if (cc)
-				ctl_reload_done(cc, rc, err.data ? err.data : "");
+				ctl_reload_done(cc, rc,
+						err.data ? err.data : "");
 			sb_free(&err);
 		}
 	}

@@ -23,12 +23,11 @@ struct edge edge;
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"usage: edged [-t] [-d] -c FILE\n"
-		"  -c FILE  route file (YAML)\n"
-		"  -t       check the route file and exit (0: valid)\n"
-		"  -d       debug logging\n"
-		"  -h       this help\n");
+	fprintf(out, "usage: edged [-t] [-d] -c FILE\n"
+		     "  -c FILE  route file (YAML)\n"
+		     "  -t       check the route file and exit (0: valid)\n"
+		     "  -d       debug logging\n"
+		     "  -h       this help\n");
 }
 
 static int need_kernel_path(const struct edge_config *cfg, int *forced)
@@ -61,7 +60,8 @@ int edge_reload(struct strbuf *err)
 	if (rc) {
 		char *line, *save;
 
-		sb_printf(err, "%s", errs.data ? errs.data : "invalid route file\n");
+		sb_printf(err, "%s",
+			  errs.data ? errs.data : "invalid route file\n");
 		for (line = strtok_r(errs.data, "\n", &save); line;
 		     line = strtok_r(NULL, "\n", &save))
 			log_warnx("reload refused: %s", line);
@@ -72,7 +72,8 @@ int edge_reload(struct strbuf *err)
 	sb_free(&errs);
 	if (strcmp(ncfg->control_socket, old->control_socket))
 		log_warnx("reload: control_socket changes need a restart; "
-			  "still %s", old->control_socket);
+			  "still %s",
+			  old->control_socket);
 	if (strcmp(ncfg->user, old->user))
 		log_warnx("reload: user changes need a restart");
 	rc = listeners_reload(ncfg, err);
@@ -153,7 +154,8 @@ int main(int argc, char **argv)
 	{
 		struct rlimit rl;
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur < rl.rlim_max) {
 			rl.rlim_cur = rl.rlim_max;
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
@@ -176,9 +178,10 @@ int main(int argc, char **argv)
 		if (kpath_open(edge.nslots, edge.kp_why, sizeof(edge.kp_why))) {
 			if (forced)
 				fatalx("datapath sockmap: %s", edge.kp_why);
-			log_warnx("kernel path unavailable, flows use splice(2): "
-				  "%s",
-				  edge.kp_why);
+			log_warnx(
+				"kernel path unavailable, flows use splice(2): "
+				"%s",
+				edge.kp_why);
 		} else {
 			log_info("kernel path loaded (sockmap, %d slots)",
 				 edge.nslots);
@@ -194,9 +197,10 @@ int main(int argc, char **argv)
 	if (edge.cfg->user[0]) {
 		struct passwd *pw = getpwnam(edge.cfg->user);
 
-		if (!pw || ctl_chown(pw->pw_uid, edge.cfg->control_gid >= 0 ?
-						 (gid_t)edge.cfg->control_gid :
-						 pw->pw_gid) ||
+		if (!pw ||
+		    ctl_chown(pw->pw_uid, edge.cfg->control_gid >= 0
+						  ? (gid_t)edge.cfg->control_gid
+						  : pw->pw_gid) ||
 		    drop_privileges(edge.cfg->user))
 			fatalx("cannot drop privileges to user %s",
 			       edge.cfg->user);

@@ -57,8 +57,9 @@ static void mc_answer(struct metrics_client *mc)
 		if (body.len)
 			sb_printf(&mc->out, "%.*s", (int)body.len, body.data);
 	} else {
-		sb_printf(&mc->out, "HTTP/1.0 404 Not Found\r\nContent-Length: "
-				    "10\r\nConnection: close\r\n\r\nnot found\n");
+		sb_printf(&mc->out,
+			  "HTTP/1.0 404 Not Found\r\nContent-Length: "
+			  "10\r\nConnection: close\r\n\r\nnot found\n");
 	}
 	sb_free(&body);
 	mc->replying = 1;

@@ -34,8 +34,8 @@
  *    0    1    2    3    4    5    6    7    8    9   10   11
  *  +----+----+----+----+----+----+----+----+----+----+----+----+
  *  | 0D | 0A | 0D | 0A | 00 | 0D | 0A | 51 | 55 | 49 | 54 | 0A |  signature
- *  +----+----+----+----+----+----+----+----+----+----+----+----+  \r\n\r\n\0\r\nQUIT\n
- *   12   13   14   15
+ *  +----+----+----+----+----+----+----+----+----+----+----+----+
+ * \r\n\r\n\0\r\nQUIT\n 12   13   14   15
  *  +----+----+----+----+
  *  |ver |fam | length  |  ver_cmd: high nibble version 2, low nibble command:
  *  |cmd |    |         |           0 LOCAL, 1 PROXY (sent: 0x21, 0x20)
@@ -590,7 +590,7 @@ static int v1_char_ok(uint8_t c)
 
 static int parse_v1(const uint8_t *buf, size_t len, struct proxy_info *pi)
 {
-	static const char *const protos[] = { "TCP4 ", "TCP6 ", "UNKNOWN" };
+	static const char *const protos[] = {"TCP4 ", "TCP6 ", "UNKNOWN"};
 	const uint8_t *p, *f[4];
 	size_t i, n, left, flen[4], end = 0;
 	size_t lim = len < PP1_LINE_MAX ? len : PP1_LINE_MAX;
@@ -658,13 +658,15 @@ static int parse_v1(const uint8_t *buf, size_t len, struct proxy_info *pi)
 	    parse_port(f[3], flen[3], &dport))
 		return -EINVAL;
 	if (tcp == 0) {
-		if (parse_ip4(f[0], flen[0], sa) || parse_ip4(f[1], flen[1], da))
+		if (parse_ip4(f[0], flen[0], sa) ||
+		    parse_ip4(f[1], flen[1], da))
 			return -EINVAL;
 		pi->family = AF_INET;
 		set_in4(&pi->src, sa, sport);
 		set_in4(&pi->dst, da, dport);
 	} else {
-		if (parse_ip6(f[0], flen[0], sa) || parse_ip6(f[1], flen[1], da))
+		if (parse_ip6(f[0], flen[0], sa) ||
+		    parse_ip6(f[1], flen[1], da))
 			return -EINVAL;
 		pi->family = AF_INET6;
 		set_in6(&pi->src, sa, sport);

@@ -126,9 +126,9 @@ static int pump_splice(struct dir *d, struct side **failed)
 		}
 		if (d->src->fin)
 			return 0;
-		ssize_t n = splice(d->src->fd, NULL, d->pipe[1], NULL,
-				   RELAY_PIPE,
-				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		ssize_t n =
+			splice(d->src->fd, NULL, d->pipe[1], NULL, RELAY_PIPE,
+			       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n == 0) {
 			d->src->fin = 1;
 			return 0;

@@ -33,7 +33,7 @@ static pthread_t worker;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static struct rjob *queue;
-static int pipefd[2] = { -1, -1 }, quit, started, inflight;
+static int pipefd[2] = {-1, -1}, quit, started, inflight;
 static struct handler pipe_h;
 static uint64_t next_ms;
 
@@ -53,7 +53,8 @@ static void *worker_main(void *arg)
 		j = queue;
 		queue = j->next;
 		pthread_mutex_unlock(&mu);
-		j->n = upstream_resolve(&j->up, j->addrs, ROUTE_ADDRS_MAX, &why);
+		j->n = upstream_resolve(&j->up, j->addrs, ROUTE_ADDRS_MAX,
+					&why);
 		if (j->n < 0)
 			snprintf(j->why, sizeof(j->why), "%s", why);
 		if (write(pipefd[1], &j, sizeof(j)) != sizeof(j))
@@ -80,7 +81,8 @@ static int route_apply(struct route *r, int ui, struct sockaddr_storage *na,
 
 	for (i = 0; i < r->naddrs; i++) {
 		if (r->addr_up[i] == ui) {
-			if (old < n && !memcmp(&r->addrs[i], &na[old], sizeof(na[0])))
+			if (old < n &&
+			    !memcmp(&r->addrs[i], &na[old], sizeof(na[0])))
 				;
 			else
 				changed = 1;
@@ -123,7 +125,8 @@ static void pipe_event(struct handler *h, uint32_t events)
 		struct edge_config *cfg = edge.cfg;
 
 		inflight--;
-		if (j->generation != cfg->generation || j->li >= cfg->nlisteners ||
+		if (j->generation != cfg->generation ||
+		    j->li >= cfg->nlisteners ||
 		    j->ri >= cfg->listeners[j->li].nroutes) {
 			free(j);
 			continue;
@@ -178,7 +181,8 @@ void resolve_tick(uint64_t now)
 			for (ui = 0; ui < r->nups; ui++) {
 				struct rjob *j;
 
-				if (is_literal(r->ups[ui].host) || resolver_start())
+				if (is_literal(r->ups[ui].host) ||
+				    resolver_start())
 					continue;
 				j = calloc(1, sizeof(*j));
 				if (!j)

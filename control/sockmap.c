@@ -172,7 +172,8 @@ int kpath_open(int slots, char *why, size_t whylen)
 	if (kp->ctl == MAP_FAILED) {
 		err = -errno;
 		kp->ctl = NULL;
-		snprintf(why, whylen, "cannot mmap dir_ctl: %s", strerror(-err));
+		snprintf(why, whylen, "cannot mmap dir_ctl: %s",
+			 strerror(-err));
 		goto fail;
 	}
 	kp->stats = mmap(NULL, kp->stats_len, PROT_READ | PROT_WRITE,
@@ -263,8 +264,7 @@ uint64_t kpath_dir_last_ns(int slot)
 {
 	if (slot < 0 || !kp_state.stats)
 		return 0;
-	return __atomic_load_n(&kp_state.stats[slot].last_ns,
-			       __ATOMIC_RELAXED);
+	return __atomic_load_n(&kp_state.stats[slot].last_ns, __ATOMIC_RELAXED);
 }
 
 uint64_t kpath_dir_skbs(int slot)
@@ -315,7 +315,7 @@ static int sock_cookie(int fd, uint64_t *cookie)
 void kpath_unsplice(struct flow *f, int closing)
 {
 	struct kpath *kp = &kp_state;
-	struct side *s[2] = { &f->c, &f->u };
+	struct side *s[2] = {&f->c, &f->u};
 	int i;
 
 	if (!kp->skel)
@@ -371,7 +371,7 @@ static int splice_insert(struct side *s)
 int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 {
 	struct kpath *kp = &kp_state;
-	struct side *s[2] = { &f->c, &f->u };
+	struct side *s[2] = {&f->c, &f->u};
 	int i, err;
 
 	for (i = 0; i < 2; i++) {
@@ -406,20 +406,21 @@ int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 		s[i]->cookie = cookie;
 		if (bpf_map_update_elem(kp->targets_fd, &key, &val, BPF_ANY)) {
 			err = -errno;
-			snprintf(why, whylen, "%s socket refused by sockmap: %s",
+			snprintf(why, whylen,
+				 "%s socket refused by sockmap: %s",
 				 i ? "upstream" : "client",
-				 err == -EOPNOTSUPP ?
-					 "not ESTABLISHED (already half-closed)" :
-					 strerror(-err));
+				 err == -EOPNOTSUPP ? "not ESTABLISHED "
+						      "(already half-closed)"
+						    : strerror(-err));
 			goto undo;
 		}
 	}
 	err = splice_insert(&f->u);
 	if (err) {
 		snprintf(why, whylen, "upstream socket refused by sockmap: %s",
-			 err == -EOPNOTSUPP ?
-				 "not ESTABLISHED (already half-closed)" :
-				 strerror(-err));
+			 err == -EOPNOTSUPP
+				 ? "not ESTABLISHED (already half-closed)"
+				 : strerror(-err));
 		goto undo;
 	}
 	return 0;
@@ -434,9 +435,9 @@ int kpath_splice_client(struct flow *f, char *why, size_t whylen)
 
 	if (err)
 		snprintf(why, whylen, "client socket refused by sockmap: %s",
-			 err == -EOPNOTSUPP ?
-				 "not ESTABLISHED (already half-closed)" :
-				 strerror(-err));
+			 err == -EOPNOTSUPP
+				 ? "not ESTABLISHED (already half-closed)"
+				 : strerror(-err));
 	return err;
 }
 

@@ -12,7 +12,7 @@
 #include "edged.h"
 
 struct snapshot {
-	struct listener_stats *l;  /* per listener */
+	struct listener_stats *l; /* per listener */
 	struct listener_stats **r; /* per listener, per route */
 };
 
@@ -119,7 +119,7 @@ static void json_counters(struct strbuf *sb, const struct listener_stats *st,
 
 void stats_json(struct strbuf *sb)
 {
-	struct snapshot sn = { 0 };
+	struct snapshot sn = {0};
 	int i, j;
 
 	if (snapshot_take(&sn, sb))
@@ -207,21 +207,20 @@ static const struct {
 	int field;
 	int listener_only;
 } prom_simple[] = {
-	{ "edge_connections_total", "counter",
-	  "Connections accepted (per route: routed to it).", PF_ACCEPTED, 0 },
-	{ "edge_connections_active", "gauge", "Live flows.", PF_ACTIVE, 0 },
-	{ "edge_upstream_connect_failures_total", "counter",
-	  "Upstream connects that failed or timed out.", PF_CONNECT_FAILURES,
-	  0 },
-	{ "edge_fallbacks_total", "counter",
-	  "Flows relayed in userspace because the kernel path refused them.",
-	  PF_FALLBACKS, 0 },
-	{ "edge_client_hello_failures_total", "counter",
-	  "Malformed, oversized or unfinished ClientHellos.", PF_HELLO_FAILURES,
-	  1 },
-	{ "edge_client_hello_timeouts_total", "counter",
-	  "Clients that did not send a ClientHello in time.",
-	  PF_HELLO_TIMEOUTS, 1 },
+	{"edge_connections_total", "counter",
+	 "Connections accepted (per route: routed to it).", PF_ACCEPTED, 0},
+	{"edge_connections_active", "gauge", "Live flows.", PF_ACTIVE, 0},
+	{"edge_upstream_connect_failures_total", "counter",
+	 "Upstream connects that failed or timed out.", PF_CONNECT_FAILURES, 0},
+	{"edge_fallbacks_total", "counter",
+	 "Flows relayed in userspace because the kernel path refused them.",
+	 PF_FALLBACKS, 0},
+	{"edge_client_hello_failures_total", "counter",
+	 "Malformed, oversized or unfinished ClientHellos.", PF_HELLO_FAILURES,
+	 1},
+	{"edge_client_hello_timeouts_total", "counter",
+	 "Clients that did not send a ClientHello in time.", PF_HELLO_TIMEOUTS,
+	 1},
 };
 
 static void prom_each(struct strbuf *sb, struct snapshot *sn, int field,
@@ -236,27 +235,30 @@ static void prom_each(struct strbuf *sb, struct snapshot *sn, int field,
 			sb_printf(sb, "%s", metric);
 			prom_labels(sb, lc->name, NULL);
 			sb_printf(sb, "} %llu\n",
-				  (unsigned long long)prom_value(&sn->l[i], field));
+				  (unsigned long long)prom_value(&sn->l[i],
+								 field));
 			continue;
 		}
 		for (j = 0; j < lc->nroutes; j++) {
 			sb_printf(sb, "%s", metric);
 			prom_labels(sb, lc->name, lc->routes[j].name);
 			sb_printf(sb, "} %llu\n",
-				  (unsigned long long)prom_value(&sn->r[i][j], field));
+				  (unsigned long long)prom_value(&sn->r[i][j],
+								 field));
 		}
 	}
 }
 
 void stats_prometheus(struct strbuf *sb)
 {
-	struct snapshot sn = { 0 };
+	struct snapshot sn = {0};
 	size_t m;
 	int i, j, k;
 
 	if (snapshot_take(&sn, sb))
 		return;
-	prom_head(sb, "edge_uptime_seconds", "gauge", "Seconds since edged started.");
+	prom_head(sb, "edge_uptime_seconds", "gauge",
+		  "Seconds since edged started.");
 	sb_printf(sb, "edge_uptime_seconds %.3f\n",
 		  (double)(now_ms() - edge.start_ms) / 1000.0);
 	prom_head(sb, "edge_kernel_path_loaded", "gauge",
@@ -278,15 +280,15 @@ void stats_prometheus(struct strbuf *sb)
 		struct listener_cfg *lc = edge.listeners[i]->cfg;
 
 		for (j = 0; j < lc->nroutes; j++) {
-			const char *dirs[2] = { "up", "down" };
-			uint64_t v[2] = { sn.r[i][j].bytes_up,
-					  sn.r[i][j].bytes_down };
+			const char *dirs[2] = {"up", "down"};
+			uint64_t v[2] = {sn.r[i][j].bytes_up,
+					 sn.r[i][j].bytes_down};
 
 			for (k = 0; k < 2; k++) {
 				sb_printf(sb, "edge_bytes_total");
 				prom_labels(sb, lc->name, lc->routes[j].name);
-				sb_printf(sb, ",direction=\"%s\"} %llu\n", dirs[k],
-					  (unsigned long long)v[k]);
+				sb_printf(sb, ",direction=\"%s\"} %llu\n",
+					  dirs[k], (unsigned long long)v[k]);
 			}
 		}
 	}
@@ -304,7 +306,8 @@ void stats_prometheus(struct strbuf *sb)
 			sb_printf(sb, "edge_connections_closed_total");
 			prom_labels(sb, lc->name, "-");
 			sb_printf(sb, ",cause=\"%s\"} %llu\n", end_cause_str(k),
-				  (unsigned long long)(sn.l[i].closed[k] - routed));
+				  (unsigned long long)(sn.l[i].closed[k] -
+						       routed));
 		}
 		for (j = 0; j < lc->nroutes; j++) {
 			for (k = 1; k < END__COUNT; k++) {
@@ -312,7 +315,8 @@ void stats_prometheus(struct strbuf *sb)
 				prom_labels(sb, lc->name, lc->routes[j].name);
 				sb_printf(sb, ",cause=\"%s\"} %llu\n",
 					  end_cause_str(k),
-					  (unsigned long long)sn.r[i][j].closed[k]);
+					  (unsigned long long)sn.r[i][j]
+						  .closed[k]);
 			}
 		}
 	}
@@ -326,8 +330,10 @@ void stats_prometheus(struct strbuf *sb)
 			for (k = 0; k < FB__COUNT; k++) {
 				sb_printf(sb, "edge_kernel_path_exits_total");
 				prom_labels(sb, lc->name, lc->routes[j].name);
-				sb_printf(sb, ",reason=\"%s\"} %llu\n", fallback_str(k),
-					  (unsigned long long)sn.r[i][j].fallback_reasons[k]);
+				sb_printf(sb, ",reason=\"%s\"} %llu\n",
+					  fallback_str(k),
+					  (unsigned long long)sn.r[i][j]
+						  .fallback_reasons[k]);
 			}
 		}
 	}
@@ -340,8 +346,10 @@ void stats_prometheus(struct strbuf *sb)
 			for (k = 0; k < PATH__COUNT; k++) {
 				sb_printf(sb, "edge_flows_by_path_total");
 				prom_labels(sb, lc->name, lc->routes[j].name);
-				sb_printf(sb, ",path=\"%s\"} %llu\n", path_str(k),
-					  (unsigned long long)sn.r[i][j].paths[k]);
+				sb_printf(sb, ",path=\"%s\"} %llu\n",
+					  path_str(k),
+					  (unsigned long long)sn.r[i][j]
+						  .paths[k]);
 			}
 		}
 	}
@@ -351,7 +359,7 @@ void stats_prometheus(struct strbuf *sb)
 /* stats_text - the same snapshot as a table for people. */
 void stats_text(struct strbuf *sb)
 {
-	struct snapshot sn = { 0 };
+	struct snapshot sn = {0};
 	int i, j;
 
 	if (snapshot_take(&sn, sb))
@@ -367,18 +375,21 @@ void stats_text(struct strbuf *sb)
 		struct listener_cfg *lc = edge.listeners[i]->cfg;
 		struct listener_stats *l = &sn.l[i];
 
-		sb_printf(sb, "%-16.16s %-12s %9llu %7llu %9llu %9llu %8llu %8llu\n",
-			  lc->name, "*", (unsigned long long)l->accepted,
-			  (unsigned long long)l->active,
-			  (unsigned long long)l->bytes_up,
-			  (unsigned long long)l->bytes_down,
-			  (unsigned long long)l->connect_failures,
-			  (unsigned long long)l->fallbacks);
+		sb_printf(
+			sb,
+			"%-16.16s %-12s %9llu %7llu %9llu %9llu %8llu %8llu\n",
+			lc->name, "*", (unsigned long long)l->accepted,
+			(unsigned long long)l->active,
+			(unsigned long long)l->bytes_up,
+			(unsigned long long)l->bytes_down,
+			(unsigned long long)l->connect_failures,
+			(unsigned long long)l->fallbacks);
 		for (j = 0; j < lc->nroutes; j++) {
 			struct listener_stats *r = &sn.r[i][j];
 
 			sb_printf(sb,
-				  "%-16s %-12.12s %9llu %7llu %9llu %9llu %8llu %8llu\n",
+				  "%-16s %-12.12s %9llu %7llu %9llu %9llu "
+				  "%8llu %8llu\n",
 				  "", lc->routes[j].name,
 				  (unsigned long long)r->accepted,
 				  (unsigned long long)r->active,
@@ -388,7 +399,9 @@ void stats_text(struct strbuf *sb)
 				  (unsigned long long)r->fallbacks);
 		}
 		if (l->hello_failures || l->hello_timeouts)
-			sb_printf(sb, "%-16s ClientHello failures %llu, timeouts %llu\n",
+			sb_printf(sb,
+				  "%-16s ClientHello failures %llu, timeouts "
+				  "%llu\n",
 				  "", (unsigned long long)l->hello_failures,
 				  (unsigned long long)l->hello_timeouts);
 	}

@@ -26,7 +26,7 @@
 void sd_notify_msg(const char *msg)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	socklen_t len;
 	int fd;
 
@@ -35,7 +35,8 @@ void sd_notify_msg(const char *msg)
 	memcpy(sun.sun_path, path, strlen(path));
 	if (sun.sun_path[0] == '@')
 		sun.sun_path[0] = '\0'; /* abstract namespace */
-	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+			  strlen(path));
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return;
@@ -48,7 +49,8 @@ void sd_notify_msg(const char *msg)
 /* sd_watchdog_usec - WatchdogSec for this process, or 0. */
 uint64_t sd_watchdog_usec(void)
 {
-	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	const char *usec = getenv("WATCHDOG_USEC"),
+		   *pid = getenv("WATCHDOG_PID");
 
 	if (!usec)
 		return 0;
@@ -65,7 +67,7 @@ uint64_t sd_watchdog_usec(void)
 int drop_privileges(const char *user)
 {
 	struct __user_cap_header_struct hdr = {
-		.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+		.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2];
 	struct passwd *pw = getpwnam(user);
 	int cap, err;
@@ -77,12 +79,14 @@ int drop_privileges(const char *user)
 	for (cap = 0; cap <= 63; cap++) {
 		if (cap == CAP_NET_BIND_SERVICE)
 			continue;
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 && errno != EINVAL)
-			log_warn("dropping capability %d from the bounding set", cap);
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 &&
+		    errno != EINVAL)
+			log_warn("dropping capability %d from the bounding set",
+				 cap);
 	}
 	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) == -1 ||
-	    setgroups(1, &pw->pw_gid) == -1 || setresgid(pw->pw_gid, pw->pw_gid,
-							  pw->pw_gid) == -1 ||
+	    setgroups(1, &pw->pw_gid) == -1 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
 	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1) {
 		err = -errno;
 		log_warn("cannot switch to user %s", user);

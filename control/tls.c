@@ -77,15 +77,15 @@
  * encrypted, is skipped: the outer SNI is what we route on.
  */
 
-#define TLS_CT_HANDSHAKE	22
-#define TLS_HS_CLIENT_HELLO	1
-#define TLS_EXT_SERVER_NAME	0
-#define TLS_SNI_HOST_NAME	0
+#define TLS_CT_HANDSHAKE 22
+#define TLS_HS_CLIENT_HELLO 1
+#define TLS_EXT_SERVER_NAME 0
+#define TLS_SNI_HOST_NAME 0
 /* TLSCiphertext limit; a plaintext record is at most 2^14 bytes. */
-#define TLS_RECORD_MAX		(16384 + 2048)
-#define TLS_DNS_NAME_MAX	253
+#define TLS_RECORD_MAX (16384 + 2048)
+#define TLS_DNS_NAME_MAX 253
 /* Internal: "parsed, go on"; distinct from every enum tls_parse_result. */
-#define TLS_CONTINUE		(-1)
+#define TLS_CONTINUE (-1)
 
 #if TLS_SNI_MAX < TLS_DNS_NAME_MAX + 2
 #error "TLS_SNI_MAX must hold a 253-character name, a trailing dot and NUL"
@@ -94,10 +94,10 @@
 /* Reads the handshake bytes carried by consecutive records at buf[0..len). */
 struct tls_cursor {
 	const uint8_t *buf;
-	size_t len;		/* bytes available in buf */
-	size_t pos;		/* offset of the next byte to read, <= len */
-	size_t rec_left;	/* payload bytes of the current record unread */
-	unsigned int nrec;	/* records entered so far */
+	size_t len; /* bytes available in buf */
+	size_t pos; /* offset of the next byte to read, <= len */
+	size_t rec_left; /* payload bytes of the current record unread */
+	unsigned int nrec; /* records entered so far */
 };
 
 static unsigned int get16(const uint8_t *p)
@@ -224,11 +224,11 @@ static int store_host_name(const uint8_t *raw, size_t n, char *out)
 			if (i == 0 || raw[i - 1] == '.')
 				return TLS_MALFORMED;
 		} else if (!is_ldh(raw[i])) {
-			return TLS_MALFORMED;	/* NUL, space, 8-bit */
+			return TLS_MALFORMED; /* NUL, space, 8-bit */
 		}
 	}
 	if (raw[n - 1] == '.')
-		return TLS_MALFORMED;		/* "a.b.." */
+		return TLS_MALFORMED; /* "a.b.." */
 	if (out) {
 		for (i = 0; i < n; i++)
 			out[i] = (char)lower(raw[i]);
@@ -250,7 +250,7 @@ static int parse_server_name(struct tls_cursor *c, size_t left, char *sni,
 	if (ret != TLS_CONTINUE)
 		return ret;
 	if (list == 0 || left != 0)
-		return TLS_MALFORMED;	/* list must fill the extension */
+		return TLS_MALFORMED; /* list must fill the extension */
 
 	while (list) {
 		ret = take(c, &list, &type, 1);
@@ -281,7 +281,7 @@ static int parse_server_name(struct tls_cursor *c, size_t left, char *sni,
 /* ClientHello body, left = handshake length. */
 static int parse_client_hello(struct tls_cursor *c, size_t left, char *sni)
 {
-	uint8_t fixed[2 + 32 + 1];	/* legacy_version, random, sid len */
+	uint8_t fixed[2 + 32 + 1]; /* legacy_version, random, sid len */
 	uint8_t b[4];
 	size_t n, exts, ext;
 	int ret, seen_sni = 0, found = 0;
@@ -295,7 +295,7 @@ static int parse_client_hello(struct tls_cursor *c, size_t left, char *sni)
 	if (ret != TLS_CONTINUE)
 		return ret;
 
-	ret = take_vec16(c, &left, &n);		/* cipher_suites */
+	ret = take_vec16(c, &left, &n); /* cipher_suites */
 	if (ret != TLS_CONTINUE)
 		return ret;
 	if (n < 2 || n % 2)
@@ -304,7 +304,7 @@ static int parse_client_hello(struct tls_cursor *c, size_t left, char *sni)
 	if (ret != TLS_CONTINUE)
 		return ret;
 
-	ret = take(c, &left, b, 1);		/* compression_methods */
+	ret = take(c, &left, b, 1); /* compression_methods */
 	if (ret != TLS_CONTINUE)
 		return ret;
 	if (b[0] < 1)
@@ -314,12 +314,12 @@ static int parse_client_hello(struct tls_cursor *c, size_t left, char *sni)
 		return ret;
 
 	if (!left)
-		return TLS_NO_SNI;		/* no extensions at all */
+		return TLS_NO_SNI; /* no extensions at all */
 	ret = take_vec16(c, &left, &exts);
 	if (ret != TLS_CONTINUE)
 		return ret;
 	if (left)
-		return TLS_MALFORMED;	/* bytes after the extensions */
+		return TLS_MALFORMED; /* bytes after the extensions */
 
 	while (exts) {
 		ret = take(c, &exts, b, 2);
@@ -335,7 +335,7 @@ static int parse_client_hello(struct tls_cursor *c, size_t left, char *sni)
 			continue;
 		}
 		if (seen_sni)
-			return TLS_MALFORMED;	/* duplicate extension */
+			return TLS_MALFORMED; /* duplicate extension */
 		seen_sni = 1;
 		ret = parse_server_name(c, ext, sni, &found);
 		if (ret != TLS_CONTINUE)
@@ -346,7 +346,7 @@ static int parse_client_hello(struct tls_cursor *c, size_t left, char *sni)
 
 int tls_sni_parse(const uint8_t *buf, size_t len, char *sni, size_t *hello_end)
 {
-	struct tls_cursor c = { .buf = buf, .len = buf ? len : 0 };
+	struct tls_cursor c = {.buf = buf, .len = buf ? len : 0};
 	uint8_t hs[4];
 	size_t hs_len;
 	int ret;

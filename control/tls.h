@@ -18,11 +18,11 @@
 
 enum tls_parse_result {
 	TLS_NEED_MORE = 0, /* a ClientHello so far; feed more bytes */
-	TLS_FOUND_SNI,     /* complete ClientHello with a host_name SNI */
-	TLS_NO_SNI,        /* complete ClientHello without (usable) SNI */
-	TLS_NOT_TLS,       /* first bytes are not a TLS handshake record */
-	TLS_TOO_LARGE,     /* handshake message larger than TLS_HELLO_MAX */
-	TLS_MALFORMED,     /* a TLS handshake, but inconsistent lengths etc. */
+	TLS_FOUND_SNI, /* complete ClientHello with a host_name SNI */
+	TLS_NO_SNI, /* complete ClientHello without (usable) SNI */
+	TLS_NOT_TLS, /* first bytes are not a TLS handshake record */
+	TLS_TOO_LARGE, /* handshake message larger than TLS_HELLO_MAX */
+	TLS_MALFORMED, /* a TLS handshake, but inconsistent lengths etc. */
 };
 
 /*

@@ -48,7 +48,8 @@ int hostport_split(const char *s, char *host, size_t hostlen, uint16_t *port,
 		if (!colon)
 			return -EINVAL;
 		if (memchr(s, ':', colon - s)) {
-			*why = "IPv6 addresses must be in brackets: [addr]:port";
+			*why = "IPv6 addresses must be in brackets: "
+			       "[addr]:port";
 			return -EINVAL;
 		}
 		hs = s;

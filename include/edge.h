@@ -22,9 +22,9 @@
  * a userspace write would race with the program's adds.
  */
 struct edge_dir_stats {
-	__u64 bytes;    /* payload bytes redirected to the peer socket */
-	__u64 skbs;     /* messages redirected */
-	__u64 last_ns;  /* bpf_ktime_get_ns() of the last message */
+	__u64 bytes; /* payload bytes redirected to the peer socket */
+	__u64 skbs; /* messages redirected */
+	__u64 last_ns; /* bpf_ktime_get_ns() of the last message */
 	__u64 notified; /* the dir_ctl.limit for which an event was sent */
 };
 
@@ -34,8 +34,8 @@ struct edge_dir_stats {
  */
 struct edge_dir_ctl {
 	__u32 peer_slot; /* key in sock_targets of the socket to send to */
-	__u32 active;    /* 1 while the slot belongs to a live flow */
-	__u64 limit;     /* notify userspace when bytes passes this value */
+	__u32 active; /* 1 while the slot belongs to a live flow */
+	__u64 limit; /* notify userspace when bytes passes this value */
 };
 
 /* Ring buffer record: "slot's redirected bytes passed its limit". */

@@ -678,7 +678,7 @@ const char *datapath_str(int dp)
 	case DP_COPY:
 		return "copy";
 	default:
-		return "inherit";
+		return "unknown";
 	}
 }
 

@@ -19,7 +19,6 @@
 #define DEFAULT_CONTROL_SOCKET "/run/edge/ctl.sock"
 
 enum datapath {
-	DP_INHERIT = -1, /* listener: use the top-level setting */
 	DP_AUTO = 0, /* sockmap, falling back to splice per flow */
 	DP_SOCKMAP,
 	DP_SPLICE,
@@ -66,7 +65,7 @@ struct listener_cfg {
 	char name[NAME_MAX_LEN];
 	struct sockaddr_storage binds[LISTENER_BINDS_MAX];
 	int nbinds;
-	int datapath; /* resolved: never DP_INHERIT after loading */
+	int datapath; /* the listener's, or the top-level one */
 	struct route *routes;
 	int nroutes;
 	int sni_routing; /* some route has sni: read the ClientHello */

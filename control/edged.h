@@ -233,9 +233,7 @@ struct edge {
 	uint64_t watchdog_last_ms;
 	uint64_t limit_log_ms; /* rate limit for "limit reached" lines */
 	uint64_t limit_log_suppressed;
-	int accept_paused_until;
 	uint64_t accept_resume_ms;
-	int fast_tick;
 	struct flow **slot_flow; /* slot -> flow */
 	int reload_pending; /* SIGHUP or edgectl reload, after the batch */
 	struct ctl_client *reload_client; /* waiting for the answer */
@@ -274,7 +272,6 @@ struct flow *flow_find(uint64_t id);
 uint64_t flow_bytes_up(struct flow *f);
 uint64_t flow_bytes_down(struct flow *f);
 uint64_t flow_last_ms(struct flow *f);
-void flow_abort(struct flow *f, int cause, int reset);
 int flow_kill(struct flow *f, int reset);
 const char *flow_state_str(struct flow *f);
 
@@ -303,7 +300,6 @@ int kpath_ring_fd(void);
 void kpath_ring_consume(void);
 int sock_sent_total(int fd, uint64_t *sent);
 int sock_recv_total(int fd, uint64_t *recvd);
-int sock_tcp_state(int fd);
 int kpath_kick(int fd);
 
 /* sys.c */

@@ -341,11 +341,6 @@ static void flow_end(struct flow *f, int cause, int reset)
 	flow_free(f);
 }
 
-void flow_abort(struct flow *f, int cause, int reset)
-{
-	flow_end(f, cause, reset);
-}
-
 /*
  * flow_free - release a closed flow. The memory itself is freed by
  * flow_reap() after the current batch of epoll events: the batch may still

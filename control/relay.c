@@ -109,8 +109,6 @@ static int pump_splice(struct dir *d, struct side **failed)
 	int round;
 
 	for (round = 0; round < RELAY_ROUNDS; round++) {
-		int moved = 0;
-
 		while (d->pipe_len) {
 			ssize_t n = splice(d->pipe[0], NULL, d->dst->fd, NULL,
 					   d->pipe_len,
@@ -122,7 +120,6 @@ static int pump_splice(struct dir *d, struct side **failed)
 				return -errno;
 			}
 			d->pipe_len -= (size_t)n;
-			moved = 1;
 		}
 		if (d->src->fin)
 			return 0;
@@ -149,7 +146,6 @@ static int pump_splice(struct dir *d, struct side **failed)
 		}
 		d->pipe_len += (size_t)n;
 		d->user_bytes += (uint64_t)n;
-		(void)moved;
 	}
 	return 0;
 }

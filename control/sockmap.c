@@ -77,16 +77,6 @@ int sock_recv_total(int fd, uint64_t *recvd)
 	return 0;
 }
 
-int sock_tcp_state(int fd)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
-		return -1;
-	return ti.tcpi_state;
-}
-
 /*
  * kpath_kick - make the kernel process bytes that were queued on fd before
  * it was spliced: inserting a socket only swaps its data_ready callback,

@@ -285,11 +285,6 @@ def netns(tag):
     return ["ip", "netns", "exec", name]
 
 
-def kernel_path_ok():
-    """The sockmap path needs root and BPF; edged says why not in stats."""
-    return os.geteuid() == 0
-
-
 def run_module(name=None):
     name = name or os.path.basename(sys.argv[0]).replace(".py", "")
     only = set(sys.argv[1:])

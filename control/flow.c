@@ -866,8 +866,10 @@ static int flow_reset_drained(struct flow *f)
 	if (now_ms() >= f->reset_deadline_ms || d->done)
 		return 1;
 	if (d->mode == PATH_SOCKMAP) {
-		if (kpath_backlog(d, &backlog) || backlog > 0)
-			return kpath_backlog(d, &backlog) != 0;
+		if (kpath_backlog(d, &backlog))
+			return 1; /* the peer is gone too */
+		if (backlog > 0)
+			return 0;
 	} else if (relay_has_pending(d)) {
 		return 0;
 	}

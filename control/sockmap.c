@@ -358,6 +358,17 @@ static int splice_insert(struct side *s)
  * spliced. kpath_splice_client() returns 0, or -errno with @why set: then
  * only the upstream -> client direction runs in the kernel.
  */
+/*
+ * refused - why the sockmap refused a socket. flow.c counts the reasons
+ * by these words (fallback_of()): keep "not ESTABLISHED" and the side.
+ */
+static void refused(char *why, size_t whylen, const char *side, int err)
+{
+	snprintf(why, whylen, "%s socket refused by sockmap: %s", side,
+		 err == -EOPNOTSUPP ? "not ESTABLISHED (already half-closed)"
+				    : strerror(-err));
+}
+
 int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 {
 	struct kpath *kp = &kp_state;
@@ -396,21 +407,13 @@ int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 		s[i]->cookie = cookie;
 		if (bpf_map_update_elem(kp->targets_fd, &key, &val, BPF_ANY)) {
 			err = -errno;
-			snprintf(why, whylen,
-				 "%s socket refused by sockmap: %s",
-				 i ? "upstream" : "client",
-				 err == -EOPNOTSUPP ? "not ESTABLISHED "
-						      "(already half-closed)"
-						    : strerror(-err));
+			refused(why, whylen, i ? "upstream" : "client", err);
 			goto undo;
 		}
 	}
 	err = splice_insert(&f->u);
 	if (err) {
-		snprintf(why, whylen, "upstream socket refused by sockmap: %s",
-			 err == -EOPNOTSUPP
-				 ? "not ESTABLISHED (already half-closed)"
-				 : strerror(-err));
+		refused(why, whylen, "upstream", err);
 		goto undo;
 	}
 	return 0;
@@ -424,10 +427,7 @@ int kpath_splice_client(struct flow *f, char *why, size_t whylen)
 	int err = splice_insert(&f->c);
 
 	if (err)
-		snprintf(why, whylen, "client socket refused by sockmap: %s",
-			 err == -EOPNOTSUPP
-				 ? "not ESTABLISHED (already half-closed)"
-				 : strerror(-err));
+		refused(why, whylen, "client", err);
 	return err;
 }
 

@@ -97,9 +97,7 @@ struct flow_query {
 
 static uint64_t flow_idle(struct flow *f, uint64_t now)
 {
-	uint64_t last = flow_last_ms(f);
-
-	return last < now ? now - last : 0;
+	return ms_since(now, flow_last_ms(f));
 }
 
 static int flow_matches(struct flow *f, const struct flow_query *q)

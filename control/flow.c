@@ -269,7 +269,7 @@ uint64_t flow_bytes_down(struct flow *f)
 /* flow_last_ms - when a byte last moved, in now_ms() time. */
 uint64_t flow_last_ms(struct flow *f)
 {
-	uint64_t last = f->last_ms, now = now_ms();
+	uint64_t last = f->last_ms;
 	int slots[2] = {f->c.slot, f->u.slot}, i;
 
 	for (i = 0; i < 2; i++) {
@@ -278,8 +278,8 @@ uint64_t flow_last_ms(struct flow *f)
 		if (ns && ns / 1000000ULL > last)
 			last = ns / 1000000ULL;
 	}
-	/* The kernel's clock may be a hair ahead of ours. */
-	return last > now ? now : last;
+	/* May be a hair ahead of a now_ms() taken before: use ms_since(). */
+	return last;
 }
 
 static void side_close(struct side *s, int reset)
@@ -1333,10 +1333,8 @@ void flow_tick(uint64_t now)
 			if (f->state != FS_RUNNING)
 				break;
 			last = flow_last_ms(f);
-			if (last > now)
-				last = now;
 			if (edge.cfg->idle_ms &&
-			    now - last >= edge.cfg->idle_ms) {
+			    ms_since(now, last) >= edge.cfg->idle_ms) {
 				flow_end(f, END_IDLE_TIMEOUT, 0);
 				break;
 			}
@@ -1348,12 +1346,9 @@ void flow_tick(uint64_t now)
 					since = f->half_closed_since = now;
 				if (last > since)
 					since = last;
-				/*
-				 * The watch pass just before may have set it
-				 * with a later now_ms(): no unsigned wrap.
-				 */
-				if (since < now &&
-				    now - since >= edge.cfg->half_closed_ms)
+				/* The watch pass may have set it later. */
+				if (ms_since(now, since) >=
+				    edge.cfg->half_closed_ms)
 					flow_end(f, END_HALF_CLOSED_TIMEOUT, 1);
 			}
 			break;

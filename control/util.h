@@ -40,6 +40,16 @@ int duration_parse(const char *s, uint64_t *ms);
 /* size_parse - "16MiB", "512KiB", "1GiB", "4096" into bytes. */
 int size_parse(const char *s, uint64_t *bytes);
 
+/*
+ * ms_since - milliseconds from @then to @now, 0 if @then is later. Times
+ * taken at different moments (the kernel's last_ns, a fresh now_ms()
+ * inside a pass that started earlier) must never wrap to 2^64.
+ */
+static inline uint64_t ms_since(uint64_t now, uint64_t then)
+{
+	return then < now ? now - then : 0;
+}
+
 /* now_ms - CLOCK_MONOTONIC in milliseconds. */
 uint64_t now_ms(void);
 /* now_ns - CLOCK_MONOTONIC in nanoseconds (same clock as bpf_ktime_get_ns). */

@@ -5,6 +5,7 @@
  * snapshot, so they always agree. Bytes include live flows (read from the
  * kernel's per-direction counters), not only closed ones.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +250,35 @@ static void prom_each(struct strbuf *sb, struct snapshot *sn, int field,
 	}
 }
 
+/*
+ * prom_route_series - one sample per listener, route and array element:
+ * METRIC{listener,route,LABEL="name(k)"} for k in [from, n), the values
+ * read from the uint64_t array at @off in each route's counters.
+ */
+static void prom_route_series(struct strbuf *sb, struct snapshot *sn,
+			      const char *metric, const char *label, int from,
+			      int n, const char *(*name)(int), size_t off)
+{
+	int i, j, k;
+
+	for (i = 0; i < edge.nlisteners; i++) {
+		struct listener_cfg *lc = edge.listeners[i]->cfg;
+
+		for (j = 0; j < lc->nroutes; j++) {
+			const uint64_t *v =
+				(const uint64_t *)((const char *)&sn->r[i][j] +
+						   off);
+
+			for (k = from; k < n; k++) {
+				sb_printf(sb, "%s", metric);
+				prom_labels(sb, lc->name, lc->routes[j].name);
+				sb_printf(sb, ",%s=\"%s\"} %llu\n", label,
+					  name(k), (unsigned long long)v[k]);
+			}
+		}
+	}
+}
+
 void stats_prometheus(struct strbuf *sb)
 {
 	struct snapshot sn = {0};
@@ -309,50 +339,21 @@ void stats_prometheus(struct strbuf *sb)
 				  (unsigned long long)(sn.l[i].closed[k] -
 						       routed));
 		}
-		for (j = 0; j < lc->nroutes; j++) {
-			for (k = 1; k < END__COUNT; k++) {
-				sb_printf(sb, "edge_connections_closed_total");
-				prom_labels(sb, lc->name, lc->routes[j].name);
-				sb_printf(sb, ",cause=\"%s\"} %llu\n",
-					  end_cause_str(k),
-					  (unsigned long long)sn.r[i][j]
-						  .closed[k]);
-			}
-		}
 	}
+	prom_route_series(sb, &sn, "edge_connections_closed_total", "cause", 1,
+			  END__COUNT, end_cause_str,
+			  offsetof(struct listener_stats, closed));
 	prom_head(sb, "edge_kernel_path_exits_total", "counter",
 		  "Flows not spliced at the hand-off, and directions that left "
 		  "the kernel, by reason.");
-	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i]->cfg;
-
-		for (j = 0; j < lc->nroutes; j++) {
-			for (k = 0; k < FB__COUNT; k++) {
-				sb_printf(sb, "edge_kernel_path_exits_total");
-				prom_labels(sb, lc->name, lc->routes[j].name);
-				sb_printf(sb, ",reason=\"%s\"} %llu\n",
-					  fallback_str(k),
-					  (unsigned long long)sn.r[i][j]
-						  .fallback_reasons[k]);
-			}
-		}
-	}
+	prom_route_series(sb, &sn, "edge_kernel_path_exits_total", "reason", 0,
+			  FB__COUNT, fallback_str,
+			  offsetof(struct listener_stats, fallback_reasons));
 	prom_head(sb, "edge_flows_by_path_total", "counter",
 		  "Flows by the data path chosen at the hand-off.");
-	for (i = 0; i < edge.nlisteners; i++) {
-		struct listener_cfg *lc = edge.listeners[i]->cfg;
-
-		for (j = 0; j < lc->nroutes; j++) {
-			for (k = 0; k < PATH__COUNT; k++) {
-				sb_printf(sb, "edge_flows_by_path_total");
-				prom_labels(sb, lc->name, lc->routes[j].name);
-				sb_printf(sb, ",path=\"%s\"} %llu\n",
-					  path_str(k),
-					  (unsigned long long)sn.r[i][j]
-						  .paths[k]);
-			}
-		}
-	}
+	prom_route_series(sb, &sn, "edge_flows_by_path_total", "path", 0,
+			  PATH__COUNT, path_str,
+			  offsetof(struct listener_stats, paths));
 	snapshot_free(&sn);
 }
 

@@ -38,6 +38,7 @@ struct raw_timeouts {
 
 struct raw_limits {
 	char *kernel_backlog;
+	char *kernel_sndbuf;
 	char *max_flows;
 	char *per_source;
 };
@@ -103,6 +104,7 @@ static const cyaml_schema_field_t timeouts_fields[] = {
 
 static const cyaml_schema_field_t limits_fields[] = {
 	STR_FIELD("kernel_backlog", struct raw_limits, kernel_backlog),
+	STR_FIELD("kernel_sndbuf", struct raw_limits, kernel_sndbuf),
 	STR_FIELD("max_flows", struct raw_limits, max_flows),
 	STR_FIELD("per_source", struct raw_limits, per_source),
 	CYAML_FIELD_END,
@@ -195,8 +197,8 @@ static const char *const keys_top[] = {"control_socket",
 				       NULL};
 static const char *const keys_timeouts[] = {"connect", "client_hello", "idle",
 					    "half_closed", NULL};
-static const char *const keys_limits[] = {"kernel_backlog", "max_flows",
-					  "per_source", NULL};
+static const char *const keys_limits[] = {"kernel_backlog", "kernel_sndbuf",
+					  "max_flows", "per_source", NULL};
 static const char *const keys_listener[] = {"name",	 "bind",   "datapath",
 					    "max_flows", "routes", NULL};
 static const char *const keys_route[] = {
@@ -1233,6 +1235,7 @@ int config_load(const char *path, struct edge_config **out, struct strbuf *errs)
 	cfg->idle_ms = 3600 * 1000;
 	cfg->half_closed_ms = 60 * 1000;
 	cfg->kernel_backlog = 16ULL << 20;
+	cfg->kernel_sndbuf = 16ULL << 20;
 	cfg->max_flows = 20000;
 	cfg->per_source = 0;
 	cfg->drain_timeout_ms = 30000;
@@ -1353,6 +1356,22 @@ int config_load(const char *path, struct edge_config **out, struct strbuf *errs)
 				"bad kernel_backlog '%s' (a size such as "
 				"16MiB, at least 256KiB)",
 				raw->limits->kernel_backlog);
+		}
+	}
+	if (raw->limits && raw->limits->kernel_sndbuf &&
+	    !expand(&ld, &raw->limits->kernel_sndbuf, "limits.kernel_sndbuf")) {
+		int line, col;
+
+		if (size_parse(raw->limits->kernel_sndbuf,
+			       &cfg->kernel_sndbuf) ||
+		    cfg->kernel_sndbuf > (1ULL << 30) ||
+		    (cfg->kernel_sndbuf && cfg->kernel_sndbuf < (64u << 10))) {
+			pos_find(&ld, "limits.kernel_sndbuf", &line, &col);
+			cfg_err(&ld, line, col,
+				"bad kernel_sndbuf '%s' (a size from 64KiB "
+				"to 1GiB, or 0 to leave the kernel's "
+				"autotuning)",
+				raw->limits->kernel_sndbuf);
 		}
 	}
 	if (!raw->listeners || raw->listeners_count == 0) {

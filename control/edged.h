@@ -156,7 +156,9 @@ struct dir {
 	int done; /* FIN propagated (dst shut) */
 	uint64_t injected; /* bytes userspace wrote to dst not from src */
 	uint64_t user_bytes; /* src bytes userspace moved (prefix, relay) */
-	uint64_t seen_msgs, seen_bytes; /* kernel counters at the last tick */
+	uint64_t seen_msgs, seen_bytes; /* kernel counters at the last check */
+	uint64_t seen_ms; /* time of the last check (datapath auto) */
+	int user_mode; /* relay to continue with after to_user (0: splice) */
 	/* userspace relay */
 	char *buf;
 	size_t buf_off, buf_len;

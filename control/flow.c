@@ -1081,6 +1081,11 @@ void flow_accept(struct listener *l, int fd,
  * drained into the peer, the rest is relayed in userspace, where the
  * socket buffers bound the memory.
  */
+#define AUTO_WINDOW_MS 20
+#define AUTO_MIN_RATE 20000 /* messages per second */
+#define AUTO_KERNEL_MSG 32768 /* average message size that stays */
+#define AUTO_COPY_MSG 8192 /* below: copy relay; else splice */
+
 void flow_kernel_event(int slot)
 {
 	struct flow *f;
@@ -1096,12 +1101,24 @@ void flow_kernel_event(int slot)
 		return;
 	if (backlog > (int64_t)kpath_high()) {
 		if (kpath_pause(d) == 0) {
+			uint64_t msgs = kpath_dir_skbs(slot);
+			uint64_t avg = msgs ? kpath_dir_bytes(slot) / msgs : 0;
+			char why[160];
+
+			/* The relay that suits the messages seen (auto). */
 			d->to_user = 1;
+			d->user_mode = avg && avg < AUTO_COPY_MSG ? PATH_COPY
+								  : PATH_SPLICE;
 			FLOW_STAT(f, fallback_reasons[FB_KERNEL_BACKLOG], ++);
-			log_debug("flow %llu: paused %s (%lld bytes queued)",
-				  (unsigned long long)f->id,
-				  d == &f->up ? "up" : "down",
-				  (long long)backlog);
+			snprintf(why, sizeof(why),
+				 "%s: kernel queue passed %lld bytes (the "
+				 "receiver is slower): relayed with %s",
+				 d == &f->up ? "client->upstream"
+					     : "upstream->client",
+				 (long long)backlog, path_str(d->user_mode));
+			flow_set_reason(f, why);
+			log_debug("flow %llu: %s", (unsigned long long)f->id,
+				  why);
 			watch(f);
 		}
 		return;
@@ -1118,7 +1135,7 @@ void flow_kernel_event(int slot)
  */
 static int dir_to_user(struct flow *f, struct dir *d)
 {
-	int err = relay_init(d, PATH_SPLICE);
+	int err = relay_init(d, d->user_mode ? d->user_mode : PATH_SPLICE);
 
 	if (err)
 		return err;
@@ -1225,17 +1242,19 @@ static void flow_watch_tick(struct flow *f)
 }
 
 /*
- * datapath auto: a direction that moves many small messages leaves the
+ * datapath auto: a busy direction whose messages are not large leaves the
  * kernel. Each redirected skb is sent on its own by a kernel worker, so
- * 1 KiB writes ran at 0.39 Gbit/s in the kernel against 1.85 in the
- * splice relay (and 1.88 direct); latency was the same on both paths.
- * Larger writes reach the verdict as big messages (strparser hands over
- * whatever is queued) and stay in the kernel. Checked every 100 ms.
+ * per-message costs decide (tests/bench/README.md, Findings): 1 KiB
+ * writes ran at 0.34 Gbit/s in the kernel against 1.8-2.0 in the
+ * userspace relays, 16 KiB writes at 4.6-5.0 against 8.9-11.7 for splice;
+ * 128 KiB writes reach the verdict as ~64 KiB skbs and keep up in the
+ * kernel. Small messages go to the copy relay (one read and one write
+ * beat two splices there), medium ones to splice. A direction is
+ * measured over windows of at least AUTO_WINDOW_MS; it counts as busy
+ * from AUTO_MIN_RATE messages a second (an interactive flow never is).
  */
-#define AUTO_MIN_MSGS 2000 /* per 100 ms window: 20,000 messages/s */
-#define AUTO_SMALL_MSG 8192
 
-static void flow_auto_check(struct flow *f)
+static void flow_auto_check(struct flow *f, uint64_t now)
 {
 	struct dir *dirs[2] = {&f->up, &f->down};
 	int i;
@@ -1244,9 +1263,16 @@ static void flow_auto_check(struct flow *f)
 		return;
 	for (i = 0; i < 2; i++) {
 		struct dir *d = dirs[i];
-		uint64_t msgs, bytes, dm, db;
+		uint64_t msgs, bytes, dm, db, dt;
 
 		if (d->mode != PATH_SOCKMAP || d->paused || d->done)
+			continue;
+		if (!d->seen_ms) {
+			d->seen_ms = now;
+			continue;
+		}
+		dt = ms_since(now, d->seen_ms);
+		if (dt < AUTO_WINDOW_MS)
 			continue;
 		msgs = kpath_dir_skbs(d->src->slot);
 		bytes = kpath_dir_bytes(d->src->slot);
@@ -1254,23 +1280,27 @@ static void flow_auto_check(struct flow *f)
 		db = bytes - d->seen_bytes;
 		d->seen_msgs = msgs;
 		d->seen_bytes = bytes;
-		if (dm < AUTO_MIN_MSGS || db / dm >= AUTO_SMALL_MSG)
+		d->seen_ms = now;
+		if (dm * 1000 < AUTO_MIN_RATE * dt ||
+		    db / dm >= AUTO_KERNEL_MSG)
 			continue;
 		if (kpath_pause(d))
 			continue;
 		d->to_user = 1;
+		d->user_mode =
+			db / dm < AUTO_COPY_MSG ? PATH_COPY : PATH_SPLICE;
 		FLOW_STAT(f, fallback_reasons[FB_AUTO_SMALL], ++);
 		{
 			char why[160];
 
 			snprintf(why, sizeof(why),
 				 "auto: %s moves small messages (%llu B "
-				 "average, "
-				 "%llu/s): relayed with splice",
+				 "average, %llu/s): relayed with %s",
 				 d == &f->up ? "client->upstream"
 					     : "upstream->client",
 				 (unsigned long long)(db / dm),
-				 (unsigned long long)dm * 10);
+				 (unsigned long long)(dm * 1000 / dt),
+				 path_str(d->user_mode));
 			flow_set_reason(f, why);
 			log_info("flow id=%llu %s", (unsigned long long)f->id,
 				 why);
@@ -1281,12 +1311,21 @@ static void flow_auto_check(struct flow *f)
 
 void flow_tick(uint64_t now)
 {
-	static uint64_t last_slow;
+	static uint64_t last_slow, last_auto;
 	struct list *it, *next;
 
 	for (it = edge.watch.next; it != &edge.watch; it = next) {
 		next = it->next;
 		flow_watch_tick(container_of(it, struct flow, watch));
+	}
+	if (now - last_auto >= AUTO_WINDOW_MS) {
+		last_auto = now;
+		for (it = edge.flows.next; it != &edge.flows; it = it->next) {
+			struct flow *f = container_of(it, struct flow, all);
+
+			if (f->state == FS_RUNNING)
+				flow_auto_check(f, now);
+		}
 	}
 	if (now - last_slow < 100)
 		return;
@@ -1329,9 +1368,6 @@ void flow_tick(uint64_t now)
 			}
 			break;
 		case FS_RUNNING:
-			flow_auto_check(f);
-			if (f->state != FS_RUNNING)
-				break;
 			last = flow_last_ms(f);
 			if (edge.cfg->idle_ms &&
 			    ms_since(now, last) >= edge.cfg->idle_ms) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * loop.c - the event loop: level-triggered epoll, one timerfd tick (250 us
- * while some flow is draining or paused, 50 ms otherwise), a signalfd, and
+ * while some flow is draining or paused, 20 ms otherwise), a signalfd, and
  * the kernel path's event ring. The fast tick is short because a FIN
  * waits for it when the bytes before it are still in the kernel's queue:
  * at 2 ms it capped a connect/exchange/close client at ~950 flows/s.
@@ -13,17 +13,28 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "edged.h"
 #include "log.h"
 
 #define TICK_FAST_US 250
-#define TICK_SLOW_MS 50
+#define TICK_SOON_US 20
+#define TICK_SLOW_MS 20
 
 static int timer_fd = -1, signal_fd = -1;
 static struct handler timer_h, signal_h, ring_h;
 static int tick_fast;
+static uint64_t tick_next_ns; /* CLOCK_MONOTONIC of the next expiry */
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 int loop_add(int fd, uint32_t events, struct handler *h)
 {
@@ -52,22 +63,36 @@ void loop_del(int fd)
 	epoll_ctl(edge.epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
-static void timer_arm(int fast)
+static void timer_arm(int fast, long first_ns)
 {
 	long ns = fast ? TICK_FAST_US * 1000L : TICK_SLOW_MS * 1000000L;
 	struct itimerspec its = {
 		.it_interval = {.tv_sec = 0, .tv_nsec = ns},
-		.it_value = {.tv_sec = 0, .tv_nsec = ns},
+		.it_value = {.tv_sec = 0, .tv_nsec = first_ns ? first_ns : ns},
 	};
 
 	tick_fast = fast;
+	tick_next_ns = mono_ns() + (uint64_t)its.it_value.tv_nsec;
 	timerfd_settime(timer_fd, 0, &its, NULL);
 }
 
+/*
+ * loop_want_fast_tick - a flow waits for the kernel (a FIN behind bytes
+ * still in the psock queue, a pause). The first look comes after 20 us:
+ * a short exchange's last bytes are usually sent by then (the kernel
+ * worker runs right after the softirq that queued them), and a FIN that
+ * waited for a whole 250 us period cost ~140 us per connection. Later
+ * looks come every 250 us.
+ */
 void loop_want_fast_tick(void)
 {
-	if (!tick_fast && timer_fd >= 0)
-		timer_arm(1);
+	uint64_t now;
+
+	if (timer_fd < 0)
+		return;
+	now = mono_ns();
+	if (!tick_fast || tick_next_ns > now + TICK_SOON_US * 1000ULL)
+		timer_arm(1, TICK_SOON_US * 1000L);
 }
 
 static void timer_event(struct handler *h, uint32_t events)
@@ -76,6 +101,8 @@ static void timer_event(struct handler *h, uint32_t events)
 
 	if (read(timer_fd, &n, sizeof(n)) != sizeof(n))
 		return;
+	tick_next_ns = mono_ns() + (tick_fast ? TICK_FAST_US * 1000ULL
+					      : TICK_SLOW_MS * 1000000ULL);
 	uint64_t now = now_ms();
 
 	flow_tick(now);
@@ -91,7 +118,7 @@ static void timer_event(struct handler *h, uint32_t events)
 		edge.watchdog_last_ms = now;
 	}
 	if (tick_fast && list_empty(&edge.watch))
-		timer_arm(0);
+		timer_arm(0, 0);
 }
 
 static void signal_event(struct handler *h, uint32_t events)
@@ -162,7 +189,7 @@ int loop_run(void)
 	loop_add(timer_fd, EPOLLIN, &timer_h);
 	if (kpath_ring_fd() >= 0)
 		loop_add(kpath_ring_fd(), EPOLLIN, &ring_h);
-	timer_arm(0);
+	timer_arm(0, 0);
 
 	while (!edge.stopping) {
 		n = epoll_wait(edge.epfd, evs, 128, -1);

@@ -328,6 +328,74 @@ void kpath_unsplice(struct flow *f, int closing)
 	}
 }
 
+/*
+ * Send buffers of redirect targets. The psock worker that sends redirected
+ * skbs out of a target (sk_psock_backlog(), net/core/skmsg.c) gives up as
+ * soon as the socket is not writeable (queued > sk_sndbuf / 2) and runs
+ * again only when the next skb is redirected to it: it never sets
+ * SOCK_NOSPACE, so no write_space wake-up comes. With the autotuned 4 MiB
+ * buffer the worker drained 128 KiB writes at ~5 Gbit/s while the sender
+ * pushed 10-13 and the queue grew by hundreds of MB a second; with 16 MiB
+ * it kept up (11.9-13.4 Gbit/s, no growth). See LESSONS.md.
+ *
+ * limits.kernel_sndbuf is the sk_sndbuf wanted (setsockopt takes half and
+ * the kernel doubles it). SO_SNDBUFFORCE needs CAP_NET_ADMIN, which edged
+ * drops with `user:`; then SO_SNDBUF, capped by net.core.wmem_max, and
+ * only when that beats the autotuning ceiling (net.ipv4.tcp_wmem[2]):
+ * setting a buffer turns autotuning off for the socket.
+ */
+static int sndbuf_force = 1; /* until SO_SNDBUFFORCE fails with EPERM */
+static int sndbuf_warned;
+
+static uint64_t sysctl_u64(const char *path, int field)
+{
+	unsigned long long v[3] = {0, 0, 0};
+	FILE *fp = fopen(path, "r");
+	int n = 0;
+
+	if (fp) {
+		n = fscanf(fp, "%llu %llu %llu", &v[0], &v[1], &v[2]);
+		fclose(fp);
+	}
+	return field < n ? v[field] : 0;
+}
+
+static void kpath_sndbuf(int fd)
+{
+	uint64_t want = edge.cfg->kernel_sndbuf, wmem_max, autotune;
+	int val;
+
+	if (!want)
+		return;
+	val = (int)(want / 2);
+	if (sndbuf_force) {
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &val,
+			       sizeof(val)) == 0)
+			return;
+		if (errno != EPERM)
+			return;
+		sndbuf_force = 0;
+	}
+	wmem_max = sysctl_u64("/proc/sys/net/core/wmem_max", 0);
+	autotune = sysctl_u64("/proc/sys/net/ipv4/tcp_wmem", 2);
+	if (wmem_max * 2 < want && !sndbuf_warned) {
+		sndbuf_warned = 1;
+		log_warnx("kernel path: send buffers capped at %llu bytes "
+			  "by net.core.wmem_max (limits.kernel_sndbuf "
+			  "%llu; no CAP_NET_ADMIN); sysctl "
+			  "net.core.wmem_max=%llu lets the kernel path "
+			  "keep up with fast senders (README, Tuning)",
+			  (unsigned long long)(wmem_max * 2),
+			  (unsigned long long)want,
+			  (unsigned long long)(want / 2));
+	}
+	if (wmem_max * 2 <= autotune)
+		return;
+	if ((uint64_t)val > wmem_max)
+		val = (int)wmem_max;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &val, sizeof(val));
+}
+
 static int splice_insert(struct side *s)
 {
 	uint32_t key = (uint32_t)s->slot;
@@ -410,6 +478,7 @@ int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 			refused(why, whylen, i ? "upstream" : "client", err);
 			goto undo;
 		}
+		kpath_sndbuf(s[i]->fd);
 	}
 	err = splice_insert(&f->u);
 	if (err) {

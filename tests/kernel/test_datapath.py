@@ -9,6 +9,7 @@ before the hand-off, and a prefix read by userspace before splicing.
 import hashlib
 import os
 import random
+import re
 import socket
 import struct
 import threading
@@ -608,6 +609,64 @@ def test_no_early_half_closed_timeout():
     check(not bad, "%d of %d flows ended early: %s" % (len(bad), len(lines), bad[:1]))
     check(not lost, "%d answers lost or cut: %r" % (len(lost), lost[:5]))
     print("  %d flows" % len(lines))
+
+
+
+def _sndbufs(port):
+    """sk_sndbuf (ss's skmem tb) of every socket edged has to 127.0.0.1:PORT."""
+    out = subprocess.run(["ss", "-tnmH", "state", "established", "dst", "127.0.0.1:%d" % port],
+                         capture_output=True, text=True, timeout=10).stdout
+    return [int(m) for m in re.findall(r"\btb(\d+)", out)]
+
+
+def _sysctl(path, field=0):
+    with open(path) as fh:
+        return int(fh.read().split()[field])
+
+
+@test
+def test_kernel_sndbuf():
+    """The kernel path's redirect targets get limits.kernel_sndbuf as their
+    send buffer (the psock worker stalls at a full autotuned 4 MiB buffer,
+    LESSONS.md); 0 leaves the kernel's autotuning; without CAP_NET_ADMIN
+    (user:) it is capped by net.core.wmem_max, with one warning when that
+    is below the setting. The flow still moves its bytes exactly."""
+    wmem_max = _sysctl("/proc/sys/net/core/wmem_max")
+    autotune = _sysctl("/proc/sys/net/ipv4/tcp_wmem", 2)
+    cases = [("", 16 << 20, False),
+             ("limits:\n  kernel_sndbuf: 6MiB\n", 6 << 20, False),
+             ("limits:\n  kernel_sndbuf: 0\n", None, False),
+             ("user: nobody\n", None, True)]
+    for extra, want, dropped in cases:
+        srv = EchoServer(mode="echo")
+        sport = int(srv.addr.rsplit(":", 1)[1])
+        e, addr, a = passthrough(srv.addr, extra=extra)
+        require_kernel(e)
+        s = connect(a)
+        data = os.urandom(4 << 20)
+        t = threading.Thread(target=s.sendall, args=(data,))
+        t.start()
+        eq(recv_exact(s, len(data), timeout=20), data, "echo (%r)" % extra)
+        t.join(10)
+        fl = e.flows()
+        check(fl and fl[0]["path"] == "sockmap", "flow on the kernel path: %r" % fl)
+        tbs = _sndbufs(sport)
+        check(len(tbs) == 1, "one upstream socket of edged to the server: %r" % tbs)
+        tb = tbs[0]
+        if want is not None:
+            eq(tb, want, "upstream sk_sndbuf with %r" % extra)
+        elif not dropped:
+            check(tb <= max(autotune, 4 << 20), "autotuned sndbuf %d (tcp_wmem max %d)" % (tb, autotune))
+        else:
+            cap = wmem_max * 2
+            if cap > autotune:
+                eq(tb, min(cap, 16 << 20), "sndbuf capped by wmem_max %d" % wmem_max)
+            else:
+                check(tb <= autotune, "sndbuf %d left to autotuning (cap %d)" % (tb, cap))
+            warned = "net.core.wmem_max" in e.log()
+            eq(warned, cap < (16 << 20), "warning about wmem_max %d (log: %s)" % (wmem_max, e.log()[-400:]))
+        s.close()
+        e.stop()
 
 
 if __name__ == "__main__":

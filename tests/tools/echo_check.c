@@ -58,7 +58,7 @@ static const char usage_text[] =
 "  echo_check server -l HOST:PORT [-m echo|sink|source|banner] [-p] [-o FILE]\n"
 "                    [-n BYTES] [-s SEED] [-b BANNER] [-v]\n"
 "  echo_check client -c HOST:PORT [-d both|up|down] [-n BYTES] [-w WRITE_SIZE]\n"
-"                    [-s SEED] [-t STALL_SECONDS] [-e BANNER] [-R] [-H] [-q]\n"
+"                    [-s SEED] [-t STALL_SECONDS] [-e BANNER] [-N] [-R] [-H] [-q]\n"
 "  echo_check multi  -c HOST:PORT -j CONCURRENCY -k COUNT [-s SEED]\n"
 "                    [-M MAXBYTES] [-t STALL_SECONDS] [-e BANNER] [-q]\n"
 "  echo_check selftest      (pattern/checker self-test and speed)\n"
@@ -111,6 +111,9 @@ static const char usage_text[] =
 "              SO_LINGER {1,0} (RST) and exit 0.  'End' = after all BYTES were\n"
 "              sent (up), sent and echoed back verified (both), or received\n"
 "              verified (down).\n"
+"  -N          TCP_NODELAY: every write leaves as its own segment (as with\n"
+"              iperf3 -l SIZE against a fast receiver), so the proxy sees\n"
+"              WRITE_SIZE messages.\n"
 "  -H          read one line (up to \\n), print it on stdout and exit 0.\n"
 "  -q          print nothing on success.\n"
 "  On success prints one line (mbps = 10^6 bit/s):\n"
@@ -1159,7 +1162,7 @@ struct flow_cfg {
 	double stall;
 	const char *banner;
 	size_t banner_len;
-	int dir, late, rst;
+	int dir, late, rst, nodelay;
 	uint8_t *rbuf, *wbuf; /* RBUF_SIZE and ws bytes */
 };
 
@@ -1192,6 +1195,10 @@ static int flow_connect(const struct flow_cfg *c, struct flow_res *r)
 		if (fd < 0) {
 			snprintf(err, sizeof(err), "socket: %s", strerror(errno));
 			continue;
+		}
+		if (c->nodelay) {
+			int one = 1;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		}
 		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
 			return fd;
@@ -1558,7 +1565,7 @@ static int cmd_client(int argc, char **argv)
 	const char *target = NULL, *dir = "both", *banner = NULL;
 	struct flow_cfg c = {.n = 1 << 20, .seed = 1, .ws = 16384, .stall = 10};
 	int o, quiet = 0, headline = 0;
-	while ((o = getopt(argc, argv, "c:n:w:s:t:e:d:HRqh")) != -1) {
+	while ((o = getopt(argc, argv, "c:n:w:s:t:e:d:HNRqh")) != -1) {
 		switch (o) {
 		case 'c': target = optarg; break;
 		case 'n': c.n = parse_size(optarg, "-n BYTES"); break;
@@ -1575,6 +1582,7 @@ static int cmd_client(int argc, char **argv)
 		case 'd': dir = optarg; break;
 		case 'H': headline = 1; break;
 		case 'R': c.rst = 1; break;
+		case 'N': c.nodelay = 1; break;
 		case 'q': quiet = 1; break;
 		default: usage();
 		}

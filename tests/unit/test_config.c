@@ -459,6 +459,8 @@ static void test_defaults(void)
 	      (unsigned long long)c->half_closed_ms);
 	check(c->kernel_backlog == 16ULL << 20, n, "kernel_backlog %llu",
 	      (unsigned long long)c->kernel_backlog);
+	check(c->kernel_sndbuf == 16ULL << 20, n, "kernel_sndbuf %llu",
+	      (unsigned long long)c->kernel_sndbuf);
 	check(!strcmp(c->path, write_case("defaults", yaml)), n, "path '%s'",
 	      c->path);
 	config_free(c);
@@ -483,6 +485,7 @@ static void test_units(void)
 		 "  half_closed: 5ms\n"
 		 "limits:\n"
 		 "  kernel_backlog: 256KiB\n"
+		 "  kernel_sndbuf: 0\n"
 		 "listeners:\n"
 		 "  - name: %s\n"
 		 "    bind: [\"[::1]:2525\"]\n"
@@ -507,6 +510,8 @@ static void test_units(void)
 	      (unsigned long long)c->half_closed_ms);
 	check(c->kernel_backlog == 256 * 1024, n, "256KiB (the minimum) -> %llu",
 	      (unsigned long long)c->kernel_backlog);
+	check(c->kernel_sndbuf == 0, n, "kernel_sndbuf 0 (autotuning) -> %llu",
+	      (unsigned long long)c->kernel_sndbuf);
 	check(!strcmp(c->control_socket, sock107), n,
 	      "control_socket of 107 bytes");
 	check(c->datapath == DP_SOCKMAP && c->listeners[0].datapath == DP_AUTO,
@@ -796,6 +801,16 @@ static void test_top_values(void)
 	    "  kernel_backlog: 255KiB\n" /* 2 */
 	    HEAD DEFAULT_ROUTE,
 	    1, { 2, 19, "bad kernel_backlog '255KiB'" });
+	BAD("sndbuf_small",
+	    "limits:\n"                /* 1 */
+	    "  kernel_sndbuf: 63KiB\n" /* 2 */
+	    HEAD DEFAULT_ROUTE,
+	    1, { 2, 18, "bad kernel_sndbuf '63KiB'" });
+	BAD("sndbuf_big",
+	    "limits:\n"               /* 1 */
+	    "  kernel_sndbuf: 2GiB\n" /* 2 */
+	    HEAD DEFAULT_ROUTE,
+	    1, { 2, 18, "bad kernel_sndbuf '2GiB'" });
 	BAD("backlog_unit",
 	    "limits:\n"                 /* 1 */
 	    "  kernel_backlog: 16MB\n"  /* 2 */

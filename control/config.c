@@ -377,22 +377,38 @@ static void frame_child_path(struct frame *f, char *out, size_t len)
 		snprintf(out, len, "%s[%d]", f->path, f->index);
 }
 
-/* A route's `upstream` given as one string: remember to wrap it. */
+/*
+ * A list key given one string (a route's `upstream` or `sni`, a listener's
+ * `bind`): remember to wrap it, as users write `bind: 127.0.0.1:25`.
+ */
 static void maybe_wrap(struct loader *ld, struct frame *top, yaml_event_t *ev)
 {
+	static const struct {
+		const char *shape, *key, *what;
+	} lists[] = {
+		{"listeners[].routes[]", "upstream", "\"host:port\""},
+		{"listeners[].routes[]", "sni", "a server name"},
+		{"listeners[]", "bind", "\"host:port\""},
+	};
 	struct wrap_edit *w;
 	char shape[512];
+	size_t i;
 
-	if (!top->is_map || strcmp(top->key, "upstream"))
+	if (!top->is_map)
 		return;
 	path_shape(top->path, shape, sizeof(shape));
-	if (strcmp(shape, "listeners[].routes[]"))
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		if (!strcmp(top->key, lists[i].key) &&
+		    !strcmp(shape, lists[i].shape))
+			break;
+	if (i == sizeof(lists) / sizeof(lists[0]))
 		return;
 	if (ev->data.scalar.style == YAML_LITERAL_SCALAR_STYLE ||
 	    ev->data.scalar.style == YAML_FOLDED_SCALAR_STYLE) {
 		cfg_err(ld, (int)ev->start_mark.line + 1,
 			(int)ev->start_mark.column + 1,
-			"upstream must be \"host:port\" or a list of them");
+			"%s must be %s or a list of them", lists[i].key,
+			lists[i].what);
 		return;
 	}
 	w = realloc(ld->wraps, (ld->nwraps + 1) * sizeof(*w));

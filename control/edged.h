@@ -159,6 +159,7 @@ struct dir {
 	uint64_t seen_msgs, seen_bytes; /* kernel counters at the last check */
 	uint64_t seen_ms; /* time of the last check (datapath auto) */
 	int user_mode; /* relay to continue with after to_user (0: splice) */
+	int probed; /* auto: the first AUTO_PROBE_BYTES were judged */
 	/* userspace relay */
 	char *buf;
 	size_t buf_off, buf_len;
@@ -199,6 +200,7 @@ struct flow {
 	char kwhy[200]; /* why the kernel path was refused, if it was */
 	int upstream_addr_set;
 	uint64_t start_ms, deadline_ms, end_ms, last_ms;
+	uint64_t running_ms; /* hand-off done */
 	uint64_t half_closed_since;
 	uint64_t attempt_deadline_ms; /* this upstream address's share */
 	struct source_count *src; /* per_source accounting, or NULL */
@@ -214,6 +216,9 @@ struct flow {
 };
 
 struct kpath; /* sockmap.c */
+
+/* datapath auto: the kernel reports a direction's first this many bytes */
+#define AUTO_PROBE_BYTES (256u << 10)
 
 struct edge {
 	struct edge_config *cfg;

@@ -414,7 +414,7 @@ static void flow_handoff(struct flow *f)
 	f->pre = NULL;
 	f->pre_cap = 0;
 	f->state = FS_RUNNING;
-	f->last_ms = now_ms();
+	f->last_ms = f->running_ms = now_ms();
 
 	if (dp == DP_COPY)
 		user_mode = PATH_COPY;
@@ -1075,7 +1075,7 @@ void flow_accept(struct listener *l, int fd,
 
 /*
  * A direction's redirected bytes passed its limit: measure what the kernel
- * holds for it. Above the high mark (a quarter of limits.kernel_backlog)
+ * holds for it. Above the high mark (half of limits.kernel_backlog)
  * the direction leaves the kernel: its socket is taken out of sock_splice
  * (TCP flow control then throttles the sender) and, once the queue has
  * drained into the peer, the rest is relayed in userspace, where the
@@ -1085,6 +1085,9 @@ void flow_accept(struct listener *l, int fd,
 #define AUTO_MIN_RATE 20000 /* messages per second */
 #define AUTO_KERNEL_MSG 32768 /* average message size that stays */
 #define AUTO_COPY_MSG 8192 /* below: copy relay; else splice */
+
+static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
+		      uint64_t dt);
 
 void flow_kernel_event(int slot)
 {
@@ -1099,6 +1102,23 @@ void flow_kernel_event(int slot)
 		return;
 	if (kpath_backlog(d, &backlog))
 		return;
+	/*
+	 * datapath auto: the first AUTO_PROBE_BYTES are the first window. A
+	 * 1 KiB writer passes it within a few ms, long before the 20 ms check,
+	 * and the less is queued when it leaves, the sooner the kernel (slow
+	 * at small messages) has drained it: 20 ms of 1 KiB writes queued ~4
+	 * MB, ~90 ms of draining at 0.36 Gbit/s.
+	 */
+	if (!d->probed && f->state == FS_RUNNING &&
+	    f->lc->datapath == DP_AUTO && !f->killing) {
+		uint64_t now = now_ms();
+
+		d->probed = 1;
+		if (auto_judge(f, d, kpath_dir_skbs(slot),
+			       kpath_dir_bytes(slot),
+			       ms_since(now, f->running_ms)))
+			return;
+	}
 	if (backlog > (int64_t)kpath_high()) {
 		if (kpath_pause(d) == 0) {
 			uint64_t msgs = kpath_dir_skbs(slot);
@@ -1254,6 +1274,43 @@ static void flow_watch_tick(struct flow *f)
  * from AUTO_MIN_RATE messages a second (an interactive flow never is).
  */
 
+/* auto_move - leave the kernel: d's messages average @avg bytes. */
+static void auto_move(struct flow *f, struct dir *d, uint64_t avg,
+		      uint64_t rate)
+{
+	char why[160];
+
+	if (kpath_pause(d))
+		return;
+	d->to_user = 1;
+	d->user_mode = avg < AUTO_COPY_MSG ? PATH_COPY : PATH_SPLICE;
+	FLOW_STAT(f, fallback_reasons[FB_AUTO_SMALL], ++);
+	snprintf(why, sizeof(why),
+		 "auto: %s moves small messages (%llu B average, %llu/s): "
+		 "relayed with %s",
+		 d == &f->up ? "client->upstream" : "upstream->client",
+		 (unsigned long long)avg, (unsigned long long)rate,
+		 path_str(d->user_mode));
+	flow_set_reason(f, why);
+	log_info("flow id=%llu %s", (unsigned long long)f->id, why);
+	watch(f);
+}
+
+/*
+ * auto_judge - one window of a kernel direction: @dm messages, @db bytes
+ * in @dt ms. Returns 1 if it moved.
+ */
+static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
+		      uint64_t dt)
+{
+	if (!dt)
+		dt = 1;
+	if (!dm || dm * 1000 < AUTO_MIN_RATE * dt || db / dm >= AUTO_KERNEL_MSG)
+		return 0;
+	auto_move(f, d, db / dm, dm * 1000 / dt);
+	return 1;
+}
+
 static void flow_auto_check(struct flow *f, uint64_t now)
 {
 	struct dir *dirs[2] = {&f->up, &f->down};
@@ -1281,31 +1338,7 @@ static void flow_auto_check(struct flow *f, uint64_t now)
 		d->seen_msgs = msgs;
 		d->seen_bytes = bytes;
 		d->seen_ms = now;
-		if (dm * 1000 < AUTO_MIN_RATE * dt ||
-		    db / dm >= AUTO_KERNEL_MSG)
-			continue;
-		if (kpath_pause(d))
-			continue;
-		d->to_user = 1;
-		d->user_mode =
-			db / dm < AUTO_COPY_MSG ? PATH_COPY : PATH_SPLICE;
-		FLOW_STAT(f, fallback_reasons[FB_AUTO_SMALL], ++);
-		{
-			char why[160];
-
-			snprintf(why, sizeof(why),
-				 "auto: %s moves small messages (%llu B "
-				 "average, %llu/s): relayed with %s",
-				 d == &f->up ? "client->upstream"
-					     : "upstream->client",
-				 (unsigned long long)(db / dm),
-				 (unsigned long long)(dm * 1000 / dt),
-				 path_str(d->user_mode));
-			flow_set_reason(f, why);
-			log_info("flow id=%llu %s", (unsigned long long)f->id,
-				 why);
-		}
-		watch(f);
+		auto_judge(f, d, dm, db, dt);
 	}
 }
 

@@ -193,8 +193,12 @@ int kpath_open(int slots, char *why, size_t whylen)
 		kp->free_slots[i] = slots - 1 - i;
 	kp->nfree = slots;
 	kp->nslots = slots;
-	/* Act early: the event reaches us a few ms late at GB/s. */
-	kp->high = edge.cfg->kernel_backlog / 4;
+	/*
+	 * Pause at half the bound: the event reaches us a few ms late at
+	 * GB/s, and the queue grows meanwhile. A quarter moved bulk flows
+	 * that the kernel path (with its 16 MiB send buffers) would carry.
+	 */
+	kp->high = edge.cfg->kernel_backlog / 2;
 	edge.kp = kp;
 	return 0;
 fail:
@@ -235,7 +239,7 @@ void kpath_ring_consume(void)
 /* kpath_set_bound - a reload changed limits.kernel_backlog. */
 void kpath_set_bound(uint64_t bytes)
 {
-	kp_state.high = bytes / 4;
+	kp_state.high = bytes / 2;
 }
 
 uint64_t kpath_high(void)
@@ -459,7 +463,10 @@ int kpath_splice_upstream(struct flow *f, char *why, size_t whylen)
 		uint64_t val = (uint64_t)s[i]->fd, cookie;
 
 		c->peer_slot = (uint32_t)s[!i]->slot;
-		c->limit = kp->high;
+		c->limit = f->lc->datapath == DP_AUTO &&
+					   kp->high > AUTO_PROBE_BYTES
+				   ? AUTO_PROBE_BYTES
+				   : kp->high;
 		c->active = 1;
 		err = sock_cookie(s[i]->fd, &cookie);
 		if (err) {

@@ -743,12 +743,13 @@ static void test_keys(void)
 	    "    name: b\n"                  /* 4 */
 	    "    routes:\n" DEFAULT_ROUTE,
 	    1, { 4, 5, "duplicate key 'name'" });
-	BAD("type_bind_scalar",
+	BAD("type_bind_scalar_literal",
 	    "listeners:\n"                /* 1 */
 	    "  - name: a\n"               /* 2 */
-	    "    bind: 127.0.0.1:2525\n"  /* 3 */
+	    "    bind: |\n"               /* 3 */
+	    "      127.0.0.1:2525\n"      /* 4 */
 	    "    routes:\n" DEFAULT_ROUTE,
-	    1, { 3, 11, "Expecting SEQUENCE" });
+	    1, { 3, 11, "bind must be \"host:port\" or a list of them" });
 	BAD("type_timeouts_scalar",
 	    "timeouts: 5s\n" HEAD DEFAULT_ROUTE,
 	    1, { 1, 11, "Expecting MAPPING" });
@@ -1054,11 +1055,39 @@ static void test_routes(void)
 	    "        upstream: \"127.0.0.1:25\"\n" /* 6 */
 	    DEFAULT_ROUTE,                         /* 7 */
 	    1, { 5, 14, "empty sni list" });
-	BAD("sni_scalar",
+	BAD("sni_mapping",
 	    HEAD
-	    "      - sni: a.example.com\n" /* 5 */
+	    "      - sni: {a: b}\n" /* 5 */
 	    "        upstream: \"127.0.0.1:25\"\n",
 	    1, { 5, 14, "Expecting SEQUENCE" });
+}
+
+/* One string where a list is expected: bind, sni, upstream. */
+static void test_scalar_lists(void)
+{
+	static const char yaml[] =
+		"listeners:\n"
+		"  - name: a\n"
+		"    bind: 127.0.0.1:2525\n"
+		"    routes:\n"
+		"      - sni: a.example.com\n"
+		"        upstream: 127.0.0.1:25\n"
+		"      - upstream: \"127.0.0.1:26\"\n";
+	struct edge_config *c = load_ok("scalar_lists", yaml);
+	const char *n = "scalar_lists";
+
+	if (!c)
+		return;
+	check(c->listeners[0].nbinds == 1, n, "one bind: %d",
+	      c->listeners[0].nbinds);
+	check(c->listeners[0].nroutes == 2 &&
+		      c->listeners[0].routes[0].nsni == 1 &&
+		      !strcmp(c->listeners[0].routes[0].sni[0], "a.example.com"),
+	      n, "one sni");
+	check(c->listeners[0].routes[0].naddrs == 1 &&
+		      c->listeners[0].routes[1].naddrs == 1,
+	      n, "one upstream address each");
+	config_free(c);
 }
 
 static void test_env_errors(void)
@@ -1169,6 +1198,7 @@ int main(int argc, char **argv)
 	test_top_values();
 	test_listeners();
 	test_routes();
+	test_scalar_lists();
 	test_env_errors();
 	test_many_errors();
 	cleanup();

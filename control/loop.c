@@ -13,7 +13,6 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "edged.h"
@@ -27,14 +26,6 @@ static int timer_fd = -1, signal_fd = -1;
 static struct handler timer_h, signal_h, ring_h;
 static int tick_fast;
 static uint64_t tick_next_ns; /* CLOCK_MONOTONIC of the next expiry */
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 int loop_add(int fd, uint32_t events, struct handler *h)
 {
@@ -72,7 +63,7 @@ static void timer_arm(int fast, long first_ns)
 	};
 
 	tick_fast = fast;
-	tick_next_ns = mono_ns() + (uint64_t)its.it_value.tv_nsec;
+	tick_next_ns = now_ns() + (uint64_t)its.it_value.tv_nsec;
 	timerfd_settime(timer_fd, 0, &its, NULL);
 }
 
@@ -90,7 +81,7 @@ void loop_want_fast_tick(void)
 
 	if (timer_fd < 0)
 		return;
-	now = mono_ns();
+	now = now_ns();
 	if (!tick_fast || tick_next_ns > now + TICK_SOON_US * 1000ULL)
 		timer_arm(1, TICK_SOON_US * 1000L);
 }
@@ -101,8 +92,8 @@ static void timer_event(struct handler *h, uint32_t events)
 
 	if (read(timer_fd, &n, sizeof(n)) != sizeof(n))
 		return;
-	tick_next_ns = mono_ns() + (tick_fast ? TICK_FAST_US * 1000ULL
-					      : TICK_SLOW_MS * 1000000ULL);
+	tick_next_ns = now_ns() + (tick_fast ? TICK_FAST_US * 1000ULL
+					     : TICK_SLOW_MS * 1000000ULL);
 	uint64_t now = now_ms();
 
 	flow_tick(now);

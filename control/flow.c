@@ -1074,6 +1074,71 @@ void flow_accept(struct listener *l, int fd,
 }
 
 /*
+ * datapath auto: a busy direction whose messages are not large leaves the
+ * kernel. Each redirected skb is sent on its own by a kernel worker, so
+ * per-message costs decide (tests/bench/README.md, Findings): 1 KiB
+ * writes ran at 0.34 Gbit/s in the kernel against 1.8-2.0 in the
+ * userspace relays, 16 KiB writes at 4.6-5.0 against 8.9-11.7 for splice;
+ * 128 KiB writes reach the verdict as ~64 KiB skbs and keep up in the
+ * kernel. Small messages go to the copy relay (one read and one write
+ * beat two splices there), medium ones to splice. A direction is
+ * measured over windows of at least AUTO_WINDOW_MS; it counts as busy
+ * from AUTO_MIN_RATE messages a second (an interactive flow never is).
+ */
+#define AUTO_WINDOW_MS 20
+#define AUTO_MIN_RATE 20000 /* messages per second */
+#define AUTO_KERNEL_MSG 32768 /* average message size that stays */
+#define AUTO_COPY_MSG 8192 /* below: copy relay; else splice */
+
+static const char *dir_name(struct flow *f, struct dir *d)
+{
+	return d == &f->up ? "client->upstream" : "upstream->client";
+}
+
+/*
+ * dir_leave_kernel - pause d; once its kernel queue has drained it
+ * continues in the relay that suits messages of @avg bytes (0: unknown):
+ * copy below AUTO_COPY_MSG, else splice. Counted under fallback @fb; the
+ * caller gives the reason. Returns 0, or -1 if the pause failed.
+ */
+static int dir_leave_kernel(struct flow *f, struct dir *d, uint64_t avg, int fb)
+{
+	if (kpath_pause(d))
+		return -1;
+	d->to_user = 1;
+	d->user_mode = avg && avg < AUTO_COPY_MSG ? PATH_COPY : PATH_SPLICE;
+	FLOW_STAT(f, fallback_reasons[fb], ++);
+	watch(f);
+	return 0;
+}
+
+/*
+ * auto_judge - one window of a kernel direction: @dm messages, @db bytes
+ * in @dt ms. A busy direction of messages under AUTO_KERNEL_MSG leaves
+ * the kernel. Returns 1 if it did.
+ */
+static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
+		      uint64_t dt)
+{
+	char why[160];
+
+	if (!dt)
+		dt = 1;
+	if (!dm || dm * 1000 < AUTO_MIN_RATE * dt || db / dm >= AUTO_KERNEL_MSG)
+		return 0;
+	if (dir_leave_kernel(f, d, db / dm, FB_AUTO_SMALL))
+		return 0;
+	snprintf(why, sizeof(why),
+		 "auto: %s moves small messages (%llu B average, %llu/s): "
+		 "relayed with %s",
+		 dir_name(f, d), (unsigned long long)(db / dm),
+		 (unsigned long long)(dm * 1000 / dt), path_str(d->user_mode));
+	flow_set_reason(f, why);
+	log_info("flow id=%llu %s", (unsigned long long)f->id, why);
+	return 1;
+}
+
+/*
  * A direction's redirected bytes passed its limit: measure what the kernel
  * holds for it. Above the high mark (half of limits.kernel_backlog)
  * the direction leaves the kernel: its socket is taken out of sock_splice
@@ -1081,14 +1146,6 @@ void flow_accept(struct listener *l, int fd,
  * drained into the peer, the rest is relayed in userspace, where the
  * socket buffers bound the memory.
  */
-#define AUTO_WINDOW_MS 20
-#define AUTO_MIN_RATE 20000 /* messages per second */
-#define AUTO_KERNEL_MSG 32768 /* average message size that stays */
-#define AUTO_COPY_MSG 8192 /* below: copy relay; else splice */
-
-static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
-		      uint64_t dt);
-
 void flow_kernel_event(int slot)
 {
 	struct flow *f;
@@ -1100,8 +1157,6 @@ void flow_kernel_event(int slot)
 	d = slot == f->c.slot ? &f->up : &f->down;
 	if (d->mode != PATH_SOCKMAP || d->paused || d->done)
 		return;
-	if (kpath_backlog(d, &backlog))
-		return;
 	/*
 	 * datapath auto: the first AUTO_PROBE_BYTES are the first window. A
 	 * 1 KiB writer passes it within a few ms, long before the 20 ms check,
@@ -1111,36 +1166,29 @@ void flow_kernel_event(int slot)
 	 */
 	if (!d->probed && f->state == FS_RUNNING &&
 	    f->lc->datapath == DP_AUTO && !f->killing) {
-		uint64_t now = now_ms();
-
 		d->probed = 1;
 		if (auto_judge(f, d, kpath_dir_skbs(slot),
 			       kpath_dir_bytes(slot),
-			       ms_since(now, f->running_ms)))
+			       ms_since(now_ms(), f->running_ms)))
 			return;
 	}
+	if (kpath_backlog(d, &backlog))
+		return;
 	if (backlog > (int64_t)kpath_high()) {
-		if (kpath_pause(d) == 0) {
-			uint64_t msgs = kpath_dir_skbs(slot);
-			uint64_t avg = msgs ? kpath_dir_bytes(slot) / msgs : 0;
-			char why[160];
+		uint64_t msgs = kpath_dir_skbs(slot);
+		char why[160];
 
-			/* The relay that suits the messages seen (auto). */
-			d->to_user = 1;
-			d->user_mode = avg && avg < AUTO_COPY_MSG ? PATH_COPY
-								  : PATH_SPLICE;
-			FLOW_STAT(f, fallback_reasons[FB_KERNEL_BACKLOG], ++);
-			snprintf(why, sizeof(why),
-				 "%s: kernel queue passed %lld bytes (the "
-				 "receiver is slower): relayed with %s",
-				 d == &f->up ? "client->upstream"
-					     : "upstream->client",
-				 (long long)backlog, path_str(d->user_mode));
-			flow_set_reason(f, why);
-			log_debug("flow %llu: %s", (unsigned long long)f->id,
-				  why);
-			watch(f);
-		}
+		if (dir_leave_kernel(f, d,
+				     msgs ? kpath_dir_bytes(slot) / msgs : 0,
+				     FB_KERNEL_BACKLOG))
+			return;
+		snprintf(why, sizeof(why),
+			 "%s: kernel queue passed %lld bytes (the receiver is "
+			 "slower): relayed with %s",
+			 dir_name(f, d), (long long)backlog,
+			 path_str(d->user_mode));
+		flow_set_reason(f, why);
+		log_debug("flow %llu: %s", (unsigned long long)f->id, why);
 		return;
 	}
 	kpath_set_limit(d, kpath_dir_bytes(slot) +
@@ -1259,56 +1307,6 @@ static void flow_watch_tick(struct flow *f)
 		}
 	}
 	flow_progress(f);
-}
-
-/*
- * datapath auto: a busy direction whose messages are not large leaves the
- * kernel. Each redirected skb is sent on its own by a kernel worker, so
- * per-message costs decide (tests/bench/README.md, Findings): 1 KiB
- * writes ran at 0.34 Gbit/s in the kernel against 1.8-2.0 in the
- * userspace relays, 16 KiB writes at 4.6-5.0 against 8.9-11.7 for splice;
- * 128 KiB writes reach the verdict as ~64 KiB skbs and keep up in the
- * kernel. Small messages go to the copy relay (one read and one write
- * beat two splices there), medium ones to splice. A direction is
- * measured over windows of at least AUTO_WINDOW_MS; it counts as busy
- * from AUTO_MIN_RATE messages a second (an interactive flow never is).
- */
-
-/* auto_move - leave the kernel: d's messages average @avg bytes. */
-static void auto_move(struct flow *f, struct dir *d, uint64_t avg,
-		      uint64_t rate)
-{
-	char why[160];
-
-	if (kpath_pause(d))
-		return;
-	d->to_user = 1;
-	d->user_mode = avg < AUTO_COPY_MSG ? PATH_COPY : PATH_SPLICE;
-	FLOW_STAT(f, fallback_reasons[FB_AUTO_SMALL], ++);
-	snprintf(why, sizeof(why),
-		 "auto: %s moves small messages (%llu B average, %llu/s): "
-		 "relayed with %s",
-		 d == &f->up ? "client->upstream" : "upstream->client",
-		 (unsigned long long)avg, (unsigned long long)rate,
-		 path_str(d->user_mode));
-	flow_set_reason(f, why);
-	log_info("flow id=%llu %s", (unsigned long long)f->id, why);
-	watch(f);
-}
-
-/*
- * auto_judge - one window of a kernel direction: @dm messages, @db bytes
- * in @dt ms. Returns 1 if it moved.
- */
-static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
-		      uint64_t dt)
-{
-	if (!dt)
-		dt = 1;
-	if (!dm || dm * 1000 < AUTO_MIN_RATE * dt || db / dm >= AUTO_KERNEL_MSG)
-		return 0;
-	auto_move(f, d, db / dm, dm * 1000 / dt);
-	return 1;
 }
 
 static void flow_auto_check(struct flow *f, uint64_t now)

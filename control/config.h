@@ -88,8 +88,7 @@ struct edge_config {
 	uint64_t idle_ms; /* 0: none */
 	uint64_t half_closed_ms; /* 0: none */
 	uint64_t kernel_backlog; /* bytes queued in the kernel per direction */
-	uint64_t
-		kernel_sndbuf; /* send buffer of kernel-path targets; 0: auto */
+	uint64_t kernel_sndbuf; /* kernel-path send buffer; 0: autotune */
 	uint64_t max_flows; /* global limit on live flows */
 	uint64_t
 		per_source; /* live flows per client address (v6: /64); 0 off */

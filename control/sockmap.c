@@ -49,6 +49,8 @@ struct kpath {
 };
 
 static struct kpath kp_state;
+/* kpath_sndbuf(): the SO_SNDBUF value, 0: none, -1: not known yet */
+static int sndbuf_plain = -1;
 
 int sock_sent_total(int fd, uint64_t *sent)
 {
@@ -236,10 +238,11 @@ void kpath_ring_consume(void)
 		ring_buffer__consume(kp_state.rb);
 }
 
-/* kpath_set_bound - a reload changed limits.kernel_backlog. */
+/* kpath_set_bound - a reload: limits.kernel_backlog, kernel_sndbuf. */
 void kpath_set_bound(uint64_t bytes)
 {
 	kp_state.high = bytes / 2;
+	sndbuf_plain = -1;
 }
 
 uint64_t kpath_high(void)
@@ -364,9 +367,34 @@ static uint64_t sysctl_u64(const char *path, int field)
 	return field < n ? v[field] : 0;
 }
 
+/*
+ * The SO_SNDBUF value without CAP_NET_ADMIN, from the sysctls: read once
+ * (not per socket), again after a reload.
+ */
+static int sndbuf_plain_value(uint64_t want)
+{
+	uint64_t wmem_max = sysctl_u64("/proc/sys/net/core/wmem_max", 0);
+	uint64_t autotune = sysctl_u64("/proc/sys/net/ipv4/tcp_wmem", 2);
+
+	if (wmem_max * 2 < want && !sndbuf_warned) {
+		sndbuf_warned = 1;
+		log_warnx("kernel path: send buffers capped at %llu bytes "
+			  "by net.core.wmem_max (limits.kernel_sndbuf "
+			  "%llu; no CAP_NET_ADMIN); sysctl "
+			  "net.core.wmem_max=%llu lets the kernel path "
+			  "keep up with fast senders (README, Tuning)",
+			  (unsigned long long)(wmem_max * 2),
+			  (unsigned long long)want,
+			  (unsigned long long)(want / 2));
+	}
+	if (wmem_max * 2 <= autotune)
+		return 0;
+	return (int)(want / 2 > wmem_max ? wmem_max : want / 2);
+}
+
 static void kpath_sndbuf(int fd)
 {
-	uint64_t want = edge.cfg->kernel_sndbuf, wmem_max, autotune;
+	uint64_t want = edge.cfg->kernel_sndbuf;
 	int val;
 
 	if (!want)
@@ -380,24 +408,11 @@ static void kpath_sndbuf(int fd)
 			return;
 		sndbuf_force = 0;
 	}
-	wmem_max = sysctl_u64("/proc/sys/net/core/wmem_max", 0);
-	autotune = sysctl_u64("/proc/sys/net/ipv4/tcp_wmem", 2);
-	if (wmem_max * 2 < want && !sndbuf_warned) {
-		sndbuf_warned = 1;
-		log_warnx("kernel path: send buffers capped at %llu bytes "
-			  "by net.core.wmem_max (limits.kernel_sndbuf "
-			  "%llu; no CAP_NET_ADMIN); sysctl "
-			  "net.core.wmem_max=%llu lets the kernel path "
-			  "keep up with fast senders (README, Tuning)",
-			  (unsigned long long)(wmem_max * 2),
-			  (unsigned long long)want,
-			  (unsigned long long)(want / 2));
-	}
-	if (wmem_max * 2 <= autotune)
-		return;
-	if ((uint64_t)val > wmem_max)
-		val = (int)wmem_max;
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &val, sizeof(val));
+	if (sndbuf_plain < 0)
+		sndbuf_plain = sndbuf_plain_value(want);
+	if (sndbuf_plain)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf_plain,
+			   sizeof(sndbuf_plain));
 }
 
 static int splice_insert(struct side *s)

@@ -76,8 +76,8 @@ $(BUILD)/echo_check: tests/tools/echo_check.c | $(BUILD)
 # Unit tests: tests/unit/test_X.c links the pure objects (no root, no libbpf).
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
 FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
-$(BUILD)/test_%: tests/unit/test_%.c $(patsubst control/%.c,$(BUILD)/%.o,$(CORE_SRCS))
-	$(CC) $(CFLAGS) $^ -o $@ -lcyaml -lyaml
+$(BUILD)/test_%: tests/unit/test_%.c tests/unit/check.h $(patsubst control/%.c,$(BUILD)/%.o,$(CORE_SRCS))
+	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcyaml -lyaml
 
 unit: $(UNIT_TESTS)
 	@rc=0; for t in $(UNIT_TESTS); do $$t tests/unit/data || rc=1; done; exit $$rc

@@ -15,23 +15,7 @@
 
 #include "tls.h"
 
-static int n_pass, n_fail;
-
-static void check(int ok, const char *test, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		n_pass++;
-		return;
-	}
-	n_fail++;
-	printf("FAIL %s: ", test);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
+#include "check.h"
 
 static const char *rs(int res)
 {
@@ -1026,6 +1010,6 @@ int main(int argc, char **argv)
 	test_match();
 	test_result_str();
 
-	printf("test_tls: %d passed, %d failed\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
+	printf("test_tls: %d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
 }

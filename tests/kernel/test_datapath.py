@@ -190,6 +190,23 @@ def _listener(host="127.0.0.1"):
     return ls, "%s:%d" % ls.getsockname()
 
 
+def _serve(ls, handle):
+    """Accept on LS in a thread, HANDLE(conn) each, until the test ends."""
+    stop_flag = threading.Event()
+
+    def srv():
+        ls.settimeout(0.5)
+        while not stop_flag.is_set():
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            handle(c)
+    st = threading.Thread(target=srv)
+    st.start()
+    at_cleanup(lambda: (stop_flag.set(), st.join(5)))
+
+
 @test
 def test_half_close_keeps_other_direction():
     """Client half-closes; the upstream then sends 4 MiB, which all
@@ -318,21 +335,12 @@ def test_bytes_before_rst_are_delivered():
     reset side's last bytes were drained before resetting the peer."""
     ls, up = _listener()
     ls.listen(256)
-    stop_flag = threading.Event()
 
-    def srv():
-        ls.settimeout(0.5)
-        while not stop_flag.is_set():
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                continue
-            time.sleep(0.02)  # the client's bytes arrive, unread
-            c.sendall(b"421 bye\r\n")
-            c.close()  # unread data: the kernel sends RST after the 421
-    st = threading.Thread(target=srv)
-    st.start()
-    at_cleanup(lambda: (stop_flag.set(), st.join(5)))
+    def answer(c):
+        time.sleep(0.02)  # the client's bytes arrive, unread
+        c.sendall(b"421 bye\r\n")
+        c.close()  # unread data: the kernel sends RST after the 421
+    _serve(ls, answer)
     e, addr, a = passthrough(up)
     require_kernel(e)
     missed = 0
@@ -561,23 +569,14 @@ def test_no_early_half_closed_timeout():
     FIN, the client reads to EOF, waits 30 ms, closes."""
     ls, up = _listener()
     ls.listen(4096)
-    stop_flag = threading.Event()
 
-    def srv():
-        ls.settimeout(0.5)
-        while not stop_flag.is_set():
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                continue
-            try:
-                c.sendall(b"y" * 100)
-            except OSError:
-                pass
-            c.close()
-    st = threading.Thread(target=srv)
-    st.start()
-    at_cleanup(lambda: (stop_flag.set(), st.join(5)))
+    def answer(c):
+        try:
+            c.sendall(b"y" * 100)
+        except OSError:
+            pass
+        c.close()
+    _serve(ls, answer)
     e, addr, a = passthrough(up)
     lost = []
 

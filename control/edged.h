@@ -200,7 +200,7 @@ struct flow {
 	char kwhy[200]; /* why the kernel path was refused, if it was */
 	int upstream_addr_set;
 	uint64_t start_ms, deadline_ms, end_ms, last_ms;
-	uint64_t running_ms; /* hand-off done */
+	uint64_t running_ns; /* hand-off done (now_ns()) */
 	uint64_t half_closed_since;
 	uint64_t attempt_deadline_ms; /* this upstream address's share */
 	struct source_count *src; /* per_source accounting, or NULL */

@@ -414,7 +414,8 @@ static void flow_handoff(struct flow *f)
 	f->pre = NULL;
 	f->pre_cap = 0;
 	f->state = FS_RUNNING;
-	f->last_ms = f->running_ms = now_ms();
+	f->last_ms = now_ms();
+	f->running_ns = now_ns();
 
 	if (dp == DP_COPY)
 		user_mode = PATH_COPY;
@@ -1114,17 +1115,18 @@ static int dir_leave_kernel(struct flow *f, struct dir *d, uint64_t avg, int fb)
 
 /*
  * auto_judge - one window of a kernel direction: @dm messages, @db bytes
- * in @dt ms. A busy direction of messages under AUTO_KERNEL_MSG leaves
- * the kernel. Returns 1 if it did.
+ * in @dt_us microseconds. A busy direction of messages under
+ * AUTO_KERNEL_MSG leaves the kernel. Returns 1 if it did.
  */
 static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
-		      uint64_t dt)
+		      uint64_t dt_us)
 {
 	char why[160];
 
-	if (!dt)
-		dt = 1;
-	if (!dm || dm * 1000 < AUTO_MIN_RATE * dt || db / dm >= AUTO_KERNEL_MSG)
+	if (!dt_us)
+		dt_us = 1;
+	if (!dm || dm * 1000000 < AUTO_MIN_RATE * dt_us ||
+	    db / dm >= AUTO_KERNEL_MSG)
 		return 0;
 	if (dir_leave_kernel(f, d, db / dm, FB_AUTO_SMALL))
 		return 0;
@@ -1132,7 +1134,8 @@ static int auto_judge(struct flow *f, struct dir *d, uint64_t dm, uint64_t db,
 		 "auto: %s moves small messages (%llu B average, %llu/s): "
 		 "relayed with %s",
 		 dir_name(f, d), (unsigned long long)(db / dm),
-		 (unsigned long long)(dm * 1000 / dt), path_str(d->user_mode));
+		 (unsigned long long)(dm * 1000000 / dt_us),
+		 path_str(d->user_mode));
 	flow_set_reason(f, why);
 	log_info("flow id=%llu %s", (unsigned long long)f->id, why);
 	return 1;
@@ -1167,9 +1170,13 @@ void flow_kernel_event(int slot)
 	if (!d->probed && f->state == FS_RUNNING &&
 	    f->lc->datapath == DP_AUTO && !f->killing) {
 		d->probed = 1;
-		if (auto_judge(f, d, kpath_dir_skbs(slot),
-			       kpath_dir_bytes(slot),
-			       ms_since(now_ms(), f->running_ms)))
+		uint64_t last = kpath_dir_last_ns(slot);
+
+		/* The window ends at its last message (same clock). */
+		if (auto_judge(
+			    f, d, kpath_dir_skbs(slot), kpath_dir_bytes(slot),
+			    last > f->running_ns ? (last - f->running_ns) / 1000
+						 : 1))
 			return;
 	}
 	if (kpath_backlog(d, &backlog))
@@ -1336,7 +1343,7 @@ static void flow_auto_check(struct flow *f, uint64_t now)
 		d->seen_msgs = msgs;
 		d->seen_bytes = bytes;
 		d->seen_ms = now;
-		auto_judge(f, d, dm, db, dt);
+		auto_judge(f, d, dm, db, dt * 1000);
 	}
 }
 

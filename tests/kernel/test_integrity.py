@@ -89,7 +89,9 @@ def auto_moves(write, relay):
     ways, compared byte for byte, stall detector). The move comes from the
     auto check (20 ms windows) or, when the kernel queue passes the pause
     mark first, from the backlog move, which picks the relay by the same
-    average message size; the close line keeps the last reason."""
+    average message size; the close line keeps the last reason. The
+    client's direction must have been moved by auto's judgement in at
+    least 2 of 3 runs (its log line)."""
     srv = EchoServer(mode="echo")
     port = free_port()
     e = Edged("""  - name: auto
@@ -112,6 +114,11 @@ def auto_moves(write, relay):
     # is locked are merged): the choice is a speed heuristic, measured by
     # the bench; asserted here are the move and the exact stream.
     check(len(moved) >= 2, "runs moved to userspace by auto: %d of 3\n%s" % (len(moved), "\n".join(lines)))
+    # auto's own judgement (its first 256 KiB, or a 20 ms window), not only
+    # the backlog bound, moved the client's direction.
+    judged = set(re.findall(r"flow id=(\d+) auto: client->upstream moves small messages", e.log()))
+    check(len(judged) >= 2, "client->upstream moved by auto's judgement in %d of 3 runs\n%s"
+          % (len(judged), "\n".join(lines)))
     print("  client->upstream relays: %s (expected mostly %s)"
           % (" ".join(re.search(r"path_up=(\w+)", l).group(1) for l in lines), relay))
 

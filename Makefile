@@ -19,7 +19,7 @@ FUZZ_SECONDS ?= 60
 
 DEB_PKGS := make gcc libbpf-dev libelf-dev zlib1g-dev libcyaml-dev libyaml-dev clang llvm bpftool libclang-rt-14-dev \
 	    pkg-config iproute2 python3 haproxy nginx-core libnginx-mod-stream python3-aiosmtpd \
-	    openssl curl gnutls-bin socat iperf3 iptables ethtool procps psmisc sockperf gnuplot-nox clang-format \
+	    openssl curl gnutls-bin netcat-openbsd socat iperf3 iptables ethtool procps psmisc sockperf gnuplot-nox clang-format \
 	    postfix dovecot-imapd dovecot-managesieved systemd
 
 CORE_SRCS := control/log.c control/config.c control/proxy.c control/tls.c control/util.c
